@@ -1,0 +1,407 @@
+// Package agent decides which server an MQTT client goes to.
+//
+// It knows nothing of SPOE or HTTP: callers hand it a Query (backend, client
+// key, what HAProxy reports of each server) and get a Decision. Rules:
+//
+//   - a binding to a server that is up wins, and its TTL is refreshed;
+//   - no binding: the client is placed on an eligible server (up, not
+//     draining) by weighted rendezvous hashing, claimed atomically; if another
+//     agent claimed first, its answer wins;
+//   - a binding to a server that is down is moved (compare-and-swap) to the
+//     rendezvous choice, unless it is pinned: a pinned client is routed to the
+//     rendezvous choice for this connection but keeps its binding;
+//   - no key (empty client id): no answer, HAProxy balances as usual;
+//   - the store fails or is slow: the rendezvous choice (fail open).
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/stickyd/stickyd/config"
+	"github.com/stickyd/stickyd/store"
+)
+
+// MaxServers is the most servers one backend may have (the Query keeps
+// server states in fixed bitsets so the hot path does not allocate).
+const MaxServers = 256
+
+// Outcome says how a Decision was reached.
+type Outcome int
+
+// Outcomes, also used as metric labels.
+const (
+	OutcomeNoKey          Outcome = iota // no client key: no answer
+	OutcomeUnknownBackend                // backend not configured: no answer
+	OutcomeNoServer                      // every server down: no answer
+	OutcomeExisting                      // existing binding to a live server
+	OutcomePlaced                        // new client, binding claimed
+	OutcomeMoved                         // binding moved off a down server
+	OutcomePinnedDown                    // pinned to a down server: routed elsewhere, binding kept
+	OutcomeFallback                      // store failed: rendezvous answer
+	numOutcomes
+)
+
+var outcomeNames = [...]string{"no_key", "unknown_backend", "no_server", "existing", "placed", "moved", "pinned_down", "fallback"}
+
+func (o Outcome) String() string {
+	if o < 0 || int(o) >= len(outcomeNames) {
+		return fmt.Sprintf("outcome(%d)", int(o))
+	}
+	return outcomeNames[o]
+}
+
+// Outcomes lists every outcome, for metrics.
+func Outcomes() []Outcome {
+	out := make([]Outcome, numOutcomes)
+	for i := range out {
+		out[i] = Outcome(i)
+	}
+	return out
+}
+
+// Decision is the agent's answer. Server is empty when there is none.
+type Decision struct {
+	Server  string
+	Outcome Outcome
+}
+
+// Query is one connection to decide. Byte slices may alias a network
+// buffer: Decide copies what it keeps.
+type Query struct {
+	Backend  string
+	ClientID []byte
+	Username []byte
+	// SessionExpiry is the MQTT 5 session expiry interval, 0 when absent.
+	SessionExpiry time.Duration
+
+	up, known bitset
+}
+
+// SetUp records HAProxy's view of the server at index i (see
+// Backend.ServerIndex). Servers never set count as up.
+func (q *Query) SetUp(i int, up bool) {
+	if i < 0 || i >= MaxServers {
+		return
+	}
+	q.known.set(i, true)
+	q.up.set(i, up)
+}
+
+// Reset clears the query for reuse.
+func (q *Query) Reset() { *q = Query{} }
+
+func (q *Query) isUp(i int) bool { return !q.known.get(i) || q.up.get(i) }
+
+type bitset [MaxServers / 64]uint64
+
+func (b *bitset) set(i int, v bool) {
+	if v {
+		b[i/64] |= 1 << (uint(i) % 64)
+	} else {
+		b[i/64] &^= 1 << (uint(i) % 64)
+	}
+}
+func (b *bitset) get(i int) bool { return b[i/64]&(1<<(uint(i)%64)) != 0 }
+
+// Options tune an Agent beyond the configuration file.
+type Options struct {
+	// DrainPoll is how often Run re-reads drain state from the store.
+	DrainPoll time.Duration
+}
+
+// Agent makes decisions. It is safe for concurrent use.
+type Agent struct {
+	store     store.Store
+	log       *slog.Logger
+	ttl       time.Duration
+	timeout   time.Duration
+	drainPoll time.Duration
+	backends  map[string]*Backend
+	order     []*Backend
+
+	outcomes  [numOutcomes]atomic.Uint64
+	storeErrs atomic.Uint64
+	errLog    rateLimitedLog
+}
+
+// New builds an agent over a store for the configured backends.
+func New(cfg *config.Config, st store.Store, log *slog.Logger, opts Options) (*Agent, error) {
+	if opts.DrainPoll <= 0 {
+		opts.DrainPoll = time.Second
+	}
+	a := &Agent{
+		store:     st,
+		log:       log,
+		ttl:       cfg.TTL.D(),
+		timeout:   cfg.StoreTimeout.D(),
+		drainPoll: opts.DrainPoll,
+		backends:  map[string]*Backend{},
+	}
+	for _, bc := range cfg.Backends {
+		if len(bc.Servers) > MaxServers {
+			return nil, fmt.Errorf("backend %q: %d servers, at most %d", bc.Name, len(bc.Servers), MaxServers)
+		}
+		b := newBackend(bc)
+		a.backends[b.Name] = b
+		a.order = append(a.order, b)
+	}
+	a.errLog = rateLimitedLog{logger: log, every: 10 * time.Second}
+	return a, nil
+}
+
+// Backend returns the named backend, or nil.
+func (a *Agent) Backend(name string) *Backend { return a.backends[name] }
+
+// Backends returns every backend in configuration order.
+func (a *Agent) Backends() []*Backend { return a.order }
+
+// Decide answers one connection. It never waits longer than the store
+// budget (store_timeout) and answers without the store when it fails.
+func (a *Agent) Decide(ctx context.Context, q *Query) Decision {
+	b := a.backends[q.Backend]
+	if b == nil {
+		return a.count(Decision{Outcome: OutcomeUnknownBackend})
+	}
+	key := q.ClientID
+	if b.keyUsername {
+		key = q.Username
+	}
+	b.observe(q)
+	if len(key) == 0 {
+		return a.count(Decision{Outcome: OutcomeNoKey})
+	}
+	draining := b.draining.Load()
+	h := hashKey(key)
+	choice := b.rendezvous(h, func(i int) bool { return q.isUp(i) && !draining.get(i) })
+	if choice < 0 {
+		// Every live server is draining: a client must still land somewhere.
+		choice = b.rendezvous(h, q.isUp)
+	}
+	if choice < 0 {
+		return a.count(Decision{Outcome: OutcomeNoServer})
+	}
+	proposed := b.Servers[choice].Name
+	ttl := a.ttl
+	if ttl > 0 && q.SessionExpiry > ttl {
+		ttl = q.SessionExpiry
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, a.timeout)
+	defer cancel()
+	id := string(key)
+	claim, err := a.store.GetOrClaim(ctx, b.Name, id, proposed, ttl)
+	if err != nil {
+		a.storeFailed("get-or-claim", b.Name, err)
+		return a.count(Decision{Server: proposed, Outcome: OutcomeFallback})
+	}
+	idx := b.ServerIndex(claim.Server)
+	if idx >= 0 && q.isUp(idx) {
+		if claim.Claimed {
+			return a.count(Decision{Server: claim.Server, Outcome: OutcomePlaced})
+		}
+		return a.count(Decision{Server: claim.Server, Outcome: OutcomeExisting})
+	}
+	if claim.Pinned && idx >= 0 {
+		return a.count(Decision{Server: proposed, Outcome: OutcomePinnedDown})
+	}
+	// Bound to a down server, or to one no longer configured: move it.
+	moved, err := a.store.Move(ctx, b.Name, id, claim.Server, proposed, ttl)
+	if err != nil {
+		a.storeFailed("move", b.Name, err)
+		return a.count(Decision{Server: proposed, Outcome: OutcomeFallback})
+	}
+	if i := b.ServerIndex(moved.Server); i >= 0 && q.isUp(i) {
+		return a.count(Decision{Server: moved.Server, Outcome: OutcomeMoved})
+	}
+	// Another agent moved it somewhere this HAProxy sees as down, or it is
+	// pinned: route this connection by the hash, keep the binding.
+	return a.count(Decision{Server: proposed, Outcome: OutcomePinnedDown})
+}
+
+func (a *Agent) count(d Decision) Decision {
+	a.outcomes[d.Outcome].Add(1)
+	return d
+}
+
+func (a *Agent) storeFailed(op, backend string, err error) {
+	a.storeErrs.Add(1)
+	a.errLog.warn("store failed; answering by rendezvous hash (fail open)", "op", op, "backend", backend, "err", err)
+}
+
+// Stats is a snapshot of the agent's counters.
+type Stats struct {
+	Outcomes    map[string]uint64
+	StoreErrors uint64
+}
+
+// Stats returns the counters since start.
+func (a *Agent) Stats() Stats {
+	s := Stats{Outcomes: map[string]uint64{}, StoreErrors: a.storeErrs.Load()}
+	for i := range a.outcomes {
+		s.Outcomes[Outcome(i).String()] = a.outcomes[i].Load()
+	}
+	return s
+}
+
+// RefreshDraining re-reads drain state from the store for every backend.
+func (a *Agent) RefreshDraining(ctx context.Context) error {
+	var errs []error
+	for _, b := range a.order {
+		set, err := a.store.Draining(ctx, b.Name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("backend %q: %w", b.Name, err))
+			continue
+		}
+		var bs bitset
+		for name := range set {
+			if i := b.ServerIndex(name); i >= 0 {
+				bs.set(i, true)
+			}
+		}
+		b.draining.Store(&bs)
+	}
+	return errors.Join(errs...)
+}
+
+// Run keeps drain state fresh until ctx ends, so a drain set through any
+// agent's API reaches every agent sharing the store.
+func (a *Agent) Run(ctx context.Context) {
+	t := time.NewTicker(a.drainPoll)
+	defer t.Stop()
+	for {
+		if err := a.RefreshDraining(ctx); err != nil && ctx.Err() == nil {
+			a.errLog.warn("cannot read drain state; keeping the last known", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Backend is one configured backend and what the agent knows of it.
+type Backend struct {
+	Name        string
+	Servers     []config.Server
+	keyUsername bool
+	index       map[string]int
+	seeds       []uint64
+	weights     []float64
+
+	draining atomic.Pointer[bitset]
+	// Last server states HAProxy reported, for the API.
+	up, known []atomic.Bool
+	lastSeen  atomic.Int64
+}
+
+func newBackend(bc config.Backend) *Backend {
+	b := &Backend{
+		Name:        bc.Name,
+		Servers:     append([]config.Server(nil), bc.Servers...),
+		keyUsername: bc.Key == config.KeyUsername,
+		index:       map[string]int{},
+		up:          make([]atomic.Bool, len(bc.Servers)),
+		known:       make([]atomic.Bool, len(bc.Servers)),
+	}
+	for i, s := range bc.Servers {
+		b.index[s.Name] = i
+		b.seeds = append(b.seeds, hashKey([]byte(s.Name)))
+		b.weights = append(b.weights, float64(s.Weight))
+	}
+	b.draining.Store(&bitset{})
+	return b
+}
+
+// ServerIndex returns the position of a server, or -1.
+func (b *Backend) ServerIndex(name string) int {
+	if i, ok := b.index[name]; ok {
+		return i
+	}
+	return -1
+}
+
+// ServerState is what the agent knows of one server.
+type ServerState struct {
+	Name     string
+	Address  string
+	Weight   int
+	Up       bool // as last reported by HAProxy; true when never reported
+	Reported bool // HAProxy has reported this server at least once
+	Draining bool
+}
+
+// States returns every server's state in configuration order.
+func (b *Backend) States() []ServerState {
+	d := b.draining.Load()
+	out := make([]ServerState, len(b.Servers))
+	for i, s := range b.Servers {
+		known := b.known[i].Load()
+		out[i] = ServerState{
+			Name: s.Name, Address: s.Address, Weight: s.Weight,
+			Up: !known || b.up[i].Load(), Reported: known, Draining: d.get(i),
+		}
+	}
+	return out
+}
+
+// Place returns where rendezvous hashing puts a key among the servers that
+// are up and not draining by the agent's last knowledge ("" if none).
+func (b *Backend) Place(key []byte) string {
+	d := b.draining.Load()
+	up := func(i int) bool { return !b.known[i].Load() || b.up[i].Load() }
+	i := b.rendezvous(hashKey(key), func(i int) bool { return up(i) && !d.get(i) })
+	if i < 0 {
+		i = b.rendezvous(hashKey(key), up)
+	}
+	if i < 0 {
+		return ""
+	}
+	return b.Servers[i].Name
+}
+
+func (b *Backend) observe(q *Query) {
+	for i := range b.Servers {
+		if q.known.get(i) {
+			if b.up[i].Load() != q.up.get(i) || !b.known[i].Load() {
+				b.up[i].Store(q.up.get(i))
+				b.known[i].Store(true)
+			}
+		}
+	}
+}
+
+// rateLimitedLog logs the first failure at once, then at most one line per
+// period with the number of lines it held back, so an outage during a
+// reconnect storm does not flood the log.
+type rateLimitedLog struct {
+	logger     *slog.Logger
+	every      time.Duration
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+func (r *rateLimitedLog) warn(msg string, args ...any) {
+	r.mu.Lock()
+	now := time.Now()
+	if !r.last.IsZero() && now.Sub(r.last) < r.every {
+		r.suppressed++
+		r.mu.Unlock()
+		return
+	}
+	n := r.suppressed
+	r.suppressed = 0
+	r.last = now
+	r.mu.Unlock()
+	if n > 0 {
+		args = append(args, "suppressed", n)
+	}
+	r.logger.Warn(msg, args...)
+}

@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/stickyd/stickyd/agent"
+	"github.com/stickyd/stickyd/config"
+	"github.com/stickyd/stickyd/haproxy"
+	"github.com/stickyd/stickyd/store"
+	"github.com/stickyd/stickyd/store/memory"
+	"github.com/stickyd/stickyd/store/redis"
+)
+
+func checkConfig(path string, stdout, stderr io.Writer) int {
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d backend(s), store: %s)\n", path, len(cfg.Backends), storeKind(&cfg))
+	return 0
+}
+
+func haproxyConfig(path, out string, logConns bool, stdout, stderr io.Writer) int {
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	if err := haproxy.WriteConfig(&cfg, out, haproxy.GenOptions{LogConnections: logConns}); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "wrote %s/%s and %s/%s\n", out, haproxy.ConfigFile, out, haproxy.SPOEFile)
+	return 0
+}
+
+func storeKind(cfg *config.Config) string {
+	if cfg.RedisURL == "" {
+		return "memory"
+	}
+	return "redis " + config.RedactURL(cfg.RedisURL)
+}
+
+func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.Log.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func openStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
+	if cfg.RedisURL == "" {
+		return memory.New(memory.Options{}), nil
+	}
+	return redis.New(ctx, redis.Options{URL: cfg.RedisURL, OpTimeout: cfg.StoreTimeout.D()})
+}
+
+// serve runs until SIGINT or SIGTERM, then shuts down gracefully.
+func serve(path string, stderr io.Writer) int {
+	cfg, err := config.Load(path)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	log := newLogger(&cfg, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	st, err := openStore(ctx, &cfg)
+	if err != nil {
+		log.Error("cannot open store", "err", err)
+		return 1
+	}
+	defer st.Close()
+	ag, err := agent.New(&cfg, st, log, agent.Options{})
+	if err != nil {
+		log.Error("cannot build agent", "err", err)
+		return 1
+	}
+	agentCtx, stopAgent := context.WithCancel(context.Background())
+	defer stopAgent()
+	go ag.Run(agentCtx)
+
+	spoeL, err := net.Listen("tcp", cfg.SPOEListen)
+	if err != nil {
+		log.Error("cannot listen for SPOE", "addr", cfg.SPOEListen, "err", err)
+		return 1
+	}
+	spoe := haproxy.NewSPOEServer(ag, log, cfg.MaxFrameSize)
+	errc := make(chan error, 2)
+	go func() { errc <- spoe.Serve(spoeL) }()
+
+	log.Info("stickyd serving", "version", version, "spoe", spoeL.Addr().String(), "store", storeKind(&cfg), "backends", len(cfg.Backends))
+	code := 0
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down")
+	case err := <-errc:
+		if err != nil {
+			log.Error("server failed", "err", err)
+			code = 1
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := spoe.Shutdown(sctx); err != nil && !errors.Is(err, context.Canceled) {
+		log.Warn("SPOE shutdown incomplete", "err", err)
+	}
+	return code
+}

@@ -1,0 +1,491 @@
+// Package config loads and validates stickyd's YAML configuration.
+//
+// Decoding is strict: an unknown key is an error. Every scalar can be
+// overridden by a STICKYD_* environment variable named after its path
+// (redis_url -> STICKYD_REDIS_URL, haproxy.bind -> STICKYD_HAPROXY_BIND);
+// string lists take a comma-separated value.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"reflect"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	SPOEListen   string   `yaml:"spoe_listen"`
+	APIListen    string   `yaml:"api_listen"`
+	APIToken     string   `yaml:"api_token"`
+	APITokenFile string   `yaml:"api_token_file"`
+	RedisURL     string   `yaml:"redis_url"`
+	TTL          Duration `yaml:"ttl"`
+	// StoreTimeout bounds one store call on the connect path; past it the
+	// agent answers without the store (fail open). Keep it well under
+	// haproxy.timeout_processing.
+	StoreTimeout Duration `yaml:"store_timeout"`
+	// MaxFrameSize caps SPOE frames the agent accepts, whatever HAProxy
+	// announces; larger frames close the connection before any allocation.
+	MaxFrameSize int       `yaml:"spoe_max_frame_size"`
+	Log          Log       `yaml:"log"`
+	Backends     []Backend `yaml:"backends"`
+	HAProxy      HAProxy   `yaml:"haproxy"`
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// Backend is one HAProxy backend whose clients stickyd places.
+type Backend struct {
+	Name    string   `yaml:"name"`
+	Key     string   `yaml:"key"` // client_id or username
+	Servers []Server `yaml:"servers"`
+	// Bind is this backend's frontend bind address in the generated
+	// HAProxy configuration; the first backend defaults to haproxy.bind.
+	Bind string `yaml:"bind"`
+}
+
+// Server is one broker node.
+type Server struct {
+	Name    string `yaml:"name"`
+	Address string `yaml:"address"`
+	Weight  int    `yaml:"weight"`
+}
+
+// HAProxy holds what the generated HAProxy configuration needs.
+type HAProxy struct {
+	Bind              string   `yaml:"bind"`
+	Agents            []string `yaml:"agents"`
+	TimeoutProcessing Duration `yaml:"timeout_processing"`
+	InspectDelay      Duration `yaml:"inspect_delay"`
+	CheckInterval     Duration `yaml:"check_interval"`
+	TimeoutClient     Duration `yaml:"timeout_client"`
+	// StatsSocket, when set, is written into the global section so the
+	// Runtime API is reachable (unix path or ipv4@host:port).
+	StatsSocket string `yaml:"stats_socket"`
+	// Maxconn is HAProxy's global maxconn.
+	Maxconn int `yaml:"maxconn"`
+}
+
+// Key kinds: what identifies a client.
+const (
+	KeyClientID = "client_id"
+	KeyUsername = "username"
+)
+
+// Defaults applied before the file is read.
+func Default() Config {
+	return Config{
+		SPOEListen:   "127.0.0.1:12345",
+		APIListen:    "127.0.0.1:8080",
+		TTL:          Duration(30 * time.Minute),
+		StoreTimeout: Duration(50 * time.Millisecond),
+		MaxFrameSize: 65536,
+		Log:          Log{Level: "info", Format: "text"},
+		HAProxy: HAProxy{
+			Bind:              "127.0.0.1:1883",
+			TimeoutProcessing: Duration(200 * time.Millisecond),
+			InspectDelay:      Duration(5 * time.Second),
+			CheckInterval:     Duration(2 * time.Second),
+			TimeoutClient:     Duration(5 * time.Minute),
+			Maxconn:           100000,
+		},
+	}
+}
+
+// Error names the key that is wrong.
+type Error struct {
+	Key string
+	Err error
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("config: %s: %v", e.Key, e.Err) }
+func (e *Error) Unwrap() error { return e.Err }
+
+// Load reads a file, applies defaults and environment overrides, and
+// validates the result.
+func Load(path string) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	return Parse(f, os.LookupEnv)
+}
+
+// Parse decodes YAML from r strictly, then applies overrides found by
+// lookupEnv (os.LookupEnv in production) and validates.
+func Parse(r io.Reader, lookupEnv func(string) (string, bool)) (Config, error) {
+	cfg := Default()
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return cfg, fmt.Errorf("config: read: %w", err)
+	}
+	if len(bytes.TrimSpace(data)) > 0 {
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil {
+			return cfg, decodeError(err)
+		}
+		var extra any
+		if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+			return cfg, &Error{Key: "(file)", Err: errors.New("more than one YAML document")}
+		}
+	}
+	if lookupEnv != nil {
+		if err := applyEnv(reflect.ValueOf(&cfg).Elem(), "STICKYD", "", lookupEnv); err != nil {
+			return cfg, err
+		}
+	}
+	if err := cfg.finish(); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type (\S+)`)
+
+// decodeError turns yaml.v3's wording into one that names the key.
+func decodeError(err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		var msgs []string
+		for _, m := range te.Errors {
+			if sm := unknownField.FindStringSubmatch(m); sm != nil {
+				msgs = append(msgs, fmt.Sprintf("unknown key %q (line %s)", sm[2], sm[1]))
+				continue
+			}
+			msgs = append(msgs, m)
+		}
+		return fmt.Errorf("config: %s", strings.Join(msgs, "; "))
+	}
+	return fmt.Errorf("config: %w", err)
+}
+
+// applyEnv walks the struct and overrides scalars and string lists.
+func applyEnv(v reflect.Value, prefix, path string, lookup func(string) (string, bool)) error {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		tag := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		if tag == "" || tag == "-" {
+			continue
+		}
+		key := tag
+		if path != "" {
+			key = path + "." + tag
+		}
+		env := prefix + "_" + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+		fv := v.Field(i)
+		if f.Type.Kind() == reflect.Struct && f.Type != reflect.TypeOf(Duration(0)) {
+			if err := applyEnv(fv, prefix, key, lookup); err != nil {
+				return err
+			}
+			continue
+		}
+		val, ok := lookup(env)
+		if !ok {
+			continue
+		}
+		if err := setScalar(fv, val); err != nil {
+			return &Error{Key: key + " (from " + env + ")", Err: err}
+		}
+	}
+	return nil
+}
+
+func setScalar(fv reflect.Value, val string) error {
+	switch {
+	case fv.Type() == reflect.TypeOf(Duration(0)):
+		d, err := parseDuration(val)
+		if err != nil {
+			return err
+		}
+		fv.SetInt(int64(d))
+	case fv.Kind() == reflect.String:
+		fv.SetString(val)
+	case fv.Kind() == reflect.Int:
+		n, err := strconv.Atoi(strings.TrimSpace(val))
+		if err != nil {
+			return fmt.Errorf("not an integer: %q", val)
+		}
+		fv.SetInt(int64(n))
+	case fv.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(strings.TrimSpace(val))
+		if err != nil {
+			return fmt.Errorf("not a boolean: %q", val)
+		}
+		fv.SetBool(b)
+	case fv.Kind() == reflect.Slice && fv.Type().Elem().Kind() == reflect.String:
+		var items []string
+		for _, s := range strings.Split(val, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				items = append(items, s)
+			}
+		}
+		fv.Set(reflect.ValueOf(items))
+	default:
+		return fmt.Errorf("cannot be set from the environment")
+	}
+	return nil
+}
+
+// Names HAProxy accepts for proxies and servers, minus ':' which stickyd
+// uses as a separator in store keys.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// finish fills derived defaults and validates.
+func (c *Config) finish() error {
+	if c.APITokenFile != "" {
+		if c.APIToken != "" {
+			return &Error{Key: "api_token_file", Err: errors.New("set api_token or api_token_file, not both")}
+		}
+		b, err := os.ReadFile(c.APITokenFile)
+		if err != nil {
+			return &Error{Key: "api_token_file", Err: err}
+		}
+		c.APIToken = strings.TrimSpace(string(b))
+		if c.APIToken == "" {
+			return &Error{Key: "api_token_file", Err: errors.New("file is empty")}
+		}
+	}
+	if len(c.HAProxy.Agents) == 0 {
+		c.HAProxy.Agents = []string{c.SPOEListen}
+	}
+	for i := range c.Backends {
+		b := &c.Backends[i]
+		if b.Key == "" {
+			b.Key = KeyClientID
+		}
+		for j := range b.Servers {
+			if b.Servers[j].Weight == 0 {
+				b.Servers[j].Weight = 1
+			}
+		}
+		if i == 0 && b.Bind == "" {
+			b.Bind = c.HAProxy.Bind
+		}
+	}
+	return c.Validate()
+}
+
+// Validate checks every field and returns the first problem, naming its key.
+func (c *Config) Validate() error {
+	if err := checkHostPort(c.SPOEListen); err != nil {
+		return &Error{Key: "spoe_listen", Err: err}
+	}
+	if c.APIListen != "" {
+		if err := checkHostPort(c.APIListen); err != nil {
+			return &Error{Key: "api_listen", Err: err}
+		}
+	}
+	if c.RedisURL != "" {
+		u, err := url.Parse(c.RedisURL)
+		if err != nil {
+			return &Error{Key: "redis_url", Err: errors.New("not a URL")}
+		}
+		switch u.Scheme {
+		case "redis", "rediss", "unix":
+		default:
+			return &Error{Key: "redis_url", Err: fmt.Errorf("scheme %q: want redis://, rediss:// or unix://", u.Scheme)}
+		}
+	}
+	if c.TTL < 0 {
+		return &Error{Key: "ttl", Err: errors.New("must not be negative")}
+	}
+	if c.TTL > 0 && time.Duration(c.TTL) < time.Second {
+		return &Error{Key: "ttl", Err: errors.New("must be at least 1s (or 0 for no expiry)")}
+	}
+	if c.StoreTimeout <= 0 {
+		return &Error{Key: "store_timeout", Err: errors.New("must be positive")}
+	}
+	if c.HAProxy.TimeoutProcessing > 0 && c.StoreTimeout >= c.HAProxy.TimeoutProcessing {
+		return &Error{Key: "store_timeout", Err: fmt.Errorf("%v must be below haproxy.timeout_processing (%v), or HAProxy gives up before the agent answers", c.StoreTimeout, c.HAProxy.TimeoutProcessing)}
+	}
+	if c.MaxFrameSize < 256 || c.MaxFrameSize > 16<<20 {
+		return &Error{Key: "spoe_max_frame_size", Err: errors.New("must be between 256 and 16777216")}
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return &Error{Key: "log.level", Err: fmt.Errorf("%q: want debug, info, warn or error", c.Log.Level)}
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return &Error{Key: "log.format", Err: fmt.Errorf("%q: want text or json", c.Log.Format)}
+	}
+	if len(c.Backends) == 0 {
+		return &Error{Key: "backends", Err: errors.New("at least one backend is required")}
+	}
+	seen := map[string]bool{}
+	binds := map[string]string{}
+	for i, b := range c.Backends {
+		key := fmt.Sprintf("backends[%d]", i)
+		if !nameRE.MatchString(b.Name) {
+			return &Error{Key: key + ".name", Err: fmt.Errorf("%q: want 1-64 of A-Z a-z 0-9 _ . -", b.Name)}
+		}
+		if seen[b.Name] {
+			return &Error{Key: key + ".name", Err: fmt.Errorf("%q is defined twice", b.Name)}
+		}
+		seen[b.Name] = true
+		if b.Key != KeyClientID && b.Key != KeyUsername {
+			return &Error{Key: key + ".key", Err: fmt.Errorf("%q: want client_id or username", b.Key)}
+		}
+		if len(b.Servers) == 0 {
+			return &Error{Key: key + ".servers", Err: errors.New("at least one server is required")}
+		}
+		if b.Bind != "" {
+			if err := checkHostPort(b.Bind); err != nil {
+				return &Error{Key: key + ".bind", Err: err}
+			}
+			if other, dup := binds[b.Bind]; dup {
+				return &Error{Key: key + ".bind", Err: fmt.Errorf("%q is also the bind of backend %q", b.Bind, other)}
+			}
+			binds[b.Bind] = b.Name
+		}
+		srvSeen := map[string]bool{}
+		for j, s := range b.Servers {
+			skey := fmt.Sprintf("%s.servers[%d]", key, j)
+			if !nameRE.MatchString(s.Name) {
+				return &Error{Key: skey + ".name", Err: fmt.Errorf("%q: want 1-64 of A-Z a-z 0-9 _ . -", s.Name)}
+			}
+			if srvSeen[s.Name] {
+				return &Error{Key: skey + ".name", Err: fmt.Errorf("%q is defined twice in backend %q", s.Name, b.Name)}
+			}
+			srvSeen[s.Name] = true
+			if err := checkHostPort(s.Address); err != nil {
+				return &Error{Key: skey + ".address", Err: err}
+			}
+			if s.Weight < 1 || s.Weight > 256 {
+				return &Error{Key: skey + ".weight", Err: fmt.Errorf("%d: want 1 to 256", s.Weight)}
+			}
+		}
+	}
+	if err := checkHostPort(c.HAProxy.Bind); err != nil {
+		return &Error{Key: "haproxy.bind", Err: err}
+	}
+	for i, a := range c.HAProxy.Agents {
+		if err := checkHostPort(a); err != nil {
+			return &Error{Key: fmt.Sprintf("haproxy.agents[%d]", i), Err: err}
+		}
+	}
+	if c.HAProxy.TimeoutProcessing <= 0 {
+		return &Error{Key: "haproxy.timeout_processing", Err: errors.New("must be positive")}
+	}
+	if c.HAProxy.InspectDelay <= c.HAProxy.TimeoutProcessing {
+		return &Error{Key: "haproxy.inspect_delay", Err: errors.New("must exceed haproxy.timeout_processing, or HAProxy interrupts the agent")}
+	}
+	if c.HAProxy.CheckInterval <= 0 {
+		return &Error{Key: "haproxy.check_interval", Err: errors.New("must be positive")}
+	}
+	if c.HAProxy.TimeoutClient <= c.HAProxy.InspectDelay {
+		return &Error{Key: "haproxy.timeout_client", Err: errors.New("must exceed haproxy.inspect_delay")}
+	}
+	if c.HAProxy.Maxconn < 1 {
+		return &Error{Key: "haproxy.maxconn", Err: errors.New("must be positive")}
+	}
+	return nil
+}
+
+func checkHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q: want host:port", s)
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("%q: bad port", s)
+	}
+	_ = host
+	return nil
+}
+
+// Backend returns the named backend.
+func (c *Config) Backend(name string) (*Backend, bool) {
+	for i := range c.Backends {
+		if c.Backends[i].Name == name {
+			return &c.Backends[i], true
+		}
+	}
+	return nil, false
+}
+
+// Server returns the named server of the backend.
+func (b *Backend) Server(name string) (*Server, bool) {
+	for i := range b.Servers {
+		if b.Servers[i].Name == name {
+			return &b.Servers[i], true
+		}
+	}
+	return nil, false
+}
+
+// IsLoopback reports whether a listen address only accepts local clients.
+func IsLoopback(hostport string) bool {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// RedactURL hides the password of a URL for logs.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// Duration is a time.Duration written as "30m", "50ms" or a number of seconds.
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// UnmarshalYAML accepts "1m30s" style strings and plain integers (seconds).
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := parseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes the duration as a string.
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+func parseDuration(s string) (time.Duration, error) {
+	s = strings.TrimSpace(s)
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return time.Duration(n) * time.Second, nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration (e.g. 30m, 50ms, 600)", s)
+	}
+	return v, nil
+}

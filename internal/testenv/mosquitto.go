@@ -1,0 +1,91 @@
+package testenv
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// NodeTopic is the retained topic on which each test broker names itself,
+// so a client can tell which node it reached.
+const NodeTopic = "stickyd/node"
+
+// Broker is a mosquitto process.
+type Broker struct {
+	Name string
+	Addr string
+	Proc *Process
+	dir  string
+	port int
+}
+
+// StartMosquitto runs a mosquitto broker on a free loopback port that
+// answers NodeTopic with its name (a retained message).
+func StartMosquitto(t testing.TB, name string) *Broker {
+	t.Helper()
+	RequireBinary(t, "mosquitto")
+	b := &Broker{Name: name, dir: t.TempDir(), port: FreePort(t)}
+	b.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port))
+	b.start(t)
+	return b
+}
+
+func (b *Broker) start(t testing.TB) {
+	t.Helper()
+	conf := filepath.Join(b.dir, "mosquitto.conf")
+	body := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\nlog_type notice\nlog_type error\nlog_type warning\nlog_timestamp false\nconnection_messages true\nmax_keepalive 65535\n", b.port)
+	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b.Proc = Start(t, "mosquitto", []string{"-c", conf}, b.dir)
+	WaitTCP(t, b.Addr, 10*time.Second)
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + b.Addr).SetClientID("stickyd-test-announcer").SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("announce on %s: %v", b.Name, tok.Error())
+	}
+	if tok := c.Publish(NodeTopic, 1, true, b.Name); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("announce on %s: %v", b.Name, tok.Error())
+	}
+	c.Disconnect(100)
+}
+
+// Stop stops the broker.
+func (b *Broker) Stop() { b.Proc.Stop() }
+
+// Restart starts the broker again on the same port.
+func (b *Broker) Restart(t testing.TB) {
+	t.Helper()
+	b.Proc.Stop()
+	b.start(t)
+}
+
+var connectedRE = regexp.MustCompile(`New client connected from \S+ as (\S+) \(`)
+
+// Connections counts, per client id, the connections the broker logged
+// since it started (the broker's own view of who reached it).
+func (b *Broker) Connections() map[string]int {
+	out := map[string]int{}
+	for _, m := range connectedRE.FindAllStringSubmatch(b.Proc.Output(), -1) {
+		out[m[1]]++
+	}
+	return out
+}
+
+// Total counts logged connections of clients whose id starts with prefix.
+func (b *Broker) Total(prefix string) int {
+	n := 0
+	for id, c := range b.Connections() {
+		if strings.HasPrefix(id, prefix) {
+			n += c
+		}
+	}
+	return n
+}
