@@ -1,0 +1,123 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const example = `
+spoe_listen: 127.0.0.1:12345
+api_listen: 127.0.0.1:8080
+api_token: ""
+redis_url: ""
+ttl: 30m
+backends:
+  - name: mqtt
+    key: client_id
+    servers:
+      - {name: n1, address: 127.0.0.1:1883, weight: 1}
+      - {name: n2, address: 127.0.0.1:1884, weight: 1}
+haproxy:
+  bind: ":1883"
+  agents: ["127.0.0.1:12345"]
+`
+
+func noEnv(string) (string, bool) { return "", false }
+
+func envOf(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestParseExample(t *testing.T) {
+	cfg, err := Parse(strings.NewReader(example), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TTL.D() != 30*time.Minute || len(cfg.Backends[0].Servers) != 2 || cfg.Backends[0].Bind != ":1883" {
+		t.Fatalf("%+v", cfg)
+	}
+	if cfg.StoreTimeout.D() != 50*time.Millisecond || cfg.HAProxy.TimeoutProcessing.D() != 200*time.Millisecond {
+		t.Fatalf("defaults not applied: %+v", cfg)
+	}
+}
+
+func TestParseErrorsNameTheKey(t *testing.T) {
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"unknown top-level key", example + "colour: blue\n", `unknown key "colour"`},
+		{"unknown nested key", strings.Replace(example, "key: client_id", "key: client_id\n    sticky: yes", 1), `unknown key "sticky"`},
+		{"bad duration", strings.Replace(example, "ttl: 30m", "ttl: soon", 1), `"soon" is not a duration`},
+		{"bad key kind", strings.Replace(example, "key: client_id", "key: ip", 1), "backends[0].key"},
+		{"weight out of range", strings.Replace(example, "weight: 1}\n      - {name: n2", "weight: 999}\n      - {name: n2", 1), "backends[0].servers[0].weight"},
+		{"duplicate server", strings.Replace(example, "name: n2", "name: n1", 1), "backends[0].servers[1].name"},
+		{"bad server name", strings.Replace(example, "name: n2", "name: 'n:2'", 1), "backends[0].servers[1].name"},
+		{"bad address", strings.Replace(example, "127.0.0.1:1884", "nowhere", 1), "backends[0].servers[1].address"},
+		{"no backends", "ttl: 1m\n", "backends"},
+		{"bad redis scheme", strings.Replace(example, `redis_url: ""`, `redis_url: "http://x"`, 1), "redis_url"},
+		{"store timeout above processing", example + "store_timeout: 1s\n", "store_timeout"},
+		{"two documents", example + "---\nttl: 1m\n", "more than one YAML document"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse(strings.NewReader(tc.yaml), noEnv)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want error containing %q, got %v", tc.want, err)
+			}
+		})
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	cfg, err := Parse(strings.NewReader(example), envOf(map[string]string{
+		"STICKYD_REDIS_URL":                  "redis://:secret@127.0.0.1:6379/0",
+		"STICKYD_TTL":                        "600",
+		"STICKYD_HAPROXY_BIND":               "0.0.0.0:1884",
+		"STICKYD_HAPROXY_AGENTS":             "127.0.0.1:1, 127.0.0.1:2",
+		"STICKYD_LOG_LEVEL":                  "debug",
+		"STICKYD_HAPROXY_TIMEOUT_PROCESSING": "300ms",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.RedisURL == "" || cfg.TTL.D() != 10*time.Minute || cfg.HAProxy.Bind != "0.0.0.0:1884" ||
+		len(cfg.HAProxy.Agents) != 2 || cfg.Log.Level != "debug" || cfg.HAProxy.TimeoutProcessing.D() != 300*time.Millisecond {
+		t.Fatalf("%+v", cfg)
+	}
+	if strings.Contains(RedactURL(cfg.RedisURL), "secret") {
+		t.Fatal("password not redacted")
+	}
+	_, err = Parse(strings.NewReader(example), envOf(map[string]string{"STICKYD_TTL": "later"}))
+	if err == nil || !strings.Contains(err.Error(), "STICKYD_TTL") {
+		t.Fatalf("bad env value should name the variable: %v", err)
+	}
+}
+
+func TestTokenFile(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "token")
+	if err := os.WriteFile(p, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse(strings.NewReader(example+"api_token_file: "+p+"\n"), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.APIToken != "s3cret" {
+		t.Fatalf("token %q", cfg.APIToken)
+	}
+}
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:8080": true, "[::1]:8080": true, "localhost:80": true,
+		"0.0.0.0:8080": false, ":8080": false, "10.0.0.1:80": false,
+	} {
+		if IsLoopback(addr) != want {
+			t.Errorf("IsLoopback(%q) != %v", addr, want)
+		}
+	}
+}
