@@ -77,7 +77,8 @@ type HAProxy struct {
 	// StatsSocket, when set, is written into the global section so the
 	// Runtime API is reachable (unix path or ipv4@host:port).
 	StatsSocket string `yaml:"stats_socket"`
-	// Maxconn is HAProxy's global maxconn.
+	// Maxconn is HAProxy's global maxconn; 0 lets HAProxy derive it from
+	// the file-descriptor limit, which always starts unprivileged.
 	Maxconn int `yaml:"maxconn"`
 }
 
@@ -102,7 +103,6 @@ func Default() Config {
 			InspectDelay:      Duration(5 * time.Second),
 			CheckInterval:     Duration(2 * time.Second),
 			TimeoutClient:     Duration(5 * time.Minute),
-			Maxconn:           100000,
 		},
 	}
 }
@@ -396,8 +396,8 @@ func (c *Config) Validate() error {
 	if c.HAProxy.TimeoutClient <= c.HAProxy.InspectDelay {
 		return &Error{Key: "haproxy.timeout_client", Err: errors.New("must exceed haproxy.inspect_delay")}
 	}
-	if c.HAProxy.Maxconn < 1 {
-		return &Error{Key: "haproxy.maxconn", Err: errors.New("must be positive")}
+	if c.HAProxy.Maxconn < 0 {
+		return &Error{Key: "haproxy.maxconn", Err: errors.New("must not be negative")}
 	}
 	return nil
 }

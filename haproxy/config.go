@@ -120,7 +120,9 @@ var mainTmpl = template.Must(template.New("haproxy.cfg").Funcs(funcs).Parse(`# G
 # also hold on 3.1+ (where the agents backend is switched to mode spop and
 # the hello/idle timeouts and maxerrrate are ignored).
 global
+{{- if .Cfg.HAProxy.Maxconn}}
     maxconn {{.Cfg.HAProxy.Maxconn}}
+{{- end}}
     log stdout format raw local0 {{if .Opts.LogConnections}}info{{else}}notice{{end}}
 {{- if .Cfg.HAProxy.StatsSocket}}
     stats socket {{.Cfg.HAProxy.StatsSocket}} mode 600 level admin expose-fd listeners
@@ -202,14 +204,15 @@ spoe-agent stickyd-agent
     use-backend {{.AgentsBackend}}
     log global
 {{range .Backends}}
-spoe-message msg_{{.Name}}
+spoe-message {{$.MessageName}}-{{.Name}}
     args backend=str({{.Name}}) client_id=var(sess.stickyd.cid) username=var(sess.stickyd.user) session_expiry=var(sess.stickyd.sexp){{$be := .Name}}{{range .Servers}} up_{{.Name}}=srv_is_up({{$be}}/{{.Name}}){{end}}
 
 spoe-group grp_{{.Name}}
-    messages msg_{{.Name}}
+    messages {{$.MessageName}}-{{.Name}}
 {{end}}`))
 
 func (genData) EngineName() string     { return EngineName }
 func (genData) AgentsBackend() string  { return AgentsBackend }
 func (genData) FallbackSuffix() string { return FallbackSuffix }
 func (genData) VarPrefix() string      { return VarPrefix }
+func (genData) MessageName() string    { return MessageName }

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -27,7 +28,8 @@ import (
 
 // Names shared by the generated HAProxy configuration and the adapter.
 const (
-	// MessageName is the SPOE message carrying one CONNECT.
+	// MessageName prefixes the SPOE messages carrying one CONNECT: the
+	// generated configuration has one per backend, "stickyd-connect-<backend>".
 	MessageName = "stickyd-connect"
 	// VarPrefix is the SPOE var-prefix; variables read sess.stickyd.*.
 	VarPrefix = "stickyd"
@@ -210,7 +212,7 @@ func (s *SPOEServer) handle(req *request.Request) {
 	var q agent.Query
 	for i := 0; i < req.Messages.Len(); i++ {
 		msg, err := req.Messages.GetByIndex(i)
-		if err != nil || msg.Name != MessageName {
+		if err != nil || !strings.HasPrefix(msg.Name, MessageName) {
 			continue
 		}
 		s.Stats.Messages.Add(1)

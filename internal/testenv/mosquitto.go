@@ -25,6 +25,8 @@ type Broker struct {
 	Proc *Process
 	dir  string
 	port int
+	// logPath is this run's log file; earlier runs' files stay beside it.
+	logPath string
 }
 
 // StartMosquitto runs a mosquitto broker on a free loopback port that
@@ -41,7 +43,13 @@ func StartMosquitto(t testing.TB, name string) *Broker {
 func (b *Broker) start(t testing.TB) {
 	t.Helper()
 	conf := filepath.Join(b.dir, "mosquitto.conf")
-	body := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\nlog_type notice\nlog_type error\nlog_type warning\nlog_timestamp false\nconnection_messages true\nmax_keepalive 65535\n", b.port)
+	b.logPath = filepath.Join(b.dir, fmt.Sprintf("mosquitto-%d.log", time.Now().UnixNano()))
+	body := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\nlog_dest file %s\nlog_type notice\nlog_type error\nlog_type warning\nlog_timestamp false\nconnection_messages true\nmax_keepalive 65535\n", b.port, b.logPath)
+	if os.Geteuid() == 0 {
+		// As root, mosquitto drops to its own user, which cannot write
+		// into the test's private temporary directory.
+		body += "user root\n"
+	}
 	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -70,10 +78,16 @@ func (b *Broker) Restart(t testing.TB) {
 var connectedRE = regexp.MustCompile(`New client connected from \S+ as (\S+) \(`)
 
 // Connections counts, per client id, the connections the broker logged
-// since it started (the broker's own view of who reached it).
+// since it was first started (the broker's own view of who reached it).
 func (b *Broker) Connections() map[string]int {
 	out := map[string]int{}
-	for _, m := range connectedRE.FindAllStringSubmatch(b.Proc.Output(), -1) {
+	files, _ := filepath.Glob(filepath.Join(b.dir, "mosquitto-*.log"))
+	var all strings.Builder
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		all.Write(data)
+	}
+	for _, m := range connectedRE.FindAllStringSubmatch(all.String(), -1) {
 		out[m[1]]++
 	}
 	return out

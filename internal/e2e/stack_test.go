@@ -1,0 +1,191 @@
+// Package e2e runs stickyd end to end against the real programs: Debian's
+// haproxy, redis-server, mosquitto brokers and real MQTT clients (paho and
+// mosquitto_sub). Each test starts its own stack on free loopback ports.
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stickyd/stickyd/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.CleanupBuild()
+	os.Exit(code)
+}
+
+// stack is brokers + stickyd + haproxy, wired by a generated config.
+type stack struct {
+	t        *testing.T
+	dir      string
+	cfgPath  string
+	brokers  []*testenv.Broker
+	spoeAddr string
+	apiAddr  string
+	feAddr   string
+	token    string
+	redisURL string
+	stickyd  *testenv.Process
+	haproxy  *testenv.HAProxy
+}
+
+type stackOpts struct {
+	brokers  int
+	redisURL string
+	token    string
+	extra    string // appended YAML
+}
+
+func newStack(t *testing.T, o stackOpts) *stack {
+	t.Helper()
+	testenv.RequireBinary(t, "haproxy")
+	if o.brokers == 0 {
+		o.brokers = 2
+	}
+	s := &stack{t: t, dir: t.TempDir(), spoeAddr: testenv.FreeAddr(t), apiAddr: testenv.FreeAddr(t), feAddr: testenv.FreeAddr(t), redisURL: o.redisURL, token: o.token}
+	for i := 0; i < o.brokers; i++ {
+		s.brokers = append(s.brokers, testenv.StartMosquitto(t, fmt.Sprintf("n%d", i+1)))
+	}
+	var servers strings.Builder
+	for _, b := range s.brokers {
+		fmt.Fprintf(&servers, "      - {name: %s, address: %q, weight: 1}\n", b.Name, b.Addr)
+	}
+	cfg := fmt.Sprintf(`spoe_listen: %q
+api_listen: %q
+api_token: %q
+redis_url: %q
+ttl: 30m
+store_timeout: 200ms
+log: {level: info}
+backends:
+  - name: mqtt
+    key: client_id
+    servers:
+%shaproxy:
+  bind: %q
+  timeout_processing: 1s
+  check_interval: 200ms
+%s`, s.spoeAddr, s.apiAddr, o.token, o.redisURL, servers.String(), s.feAddr, o.extra)
+	s.cfgPath = filepath.Join(s.dir, "stickyd.yaml")
+	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := testenv.StickydBinary(t)
+	if out, err := exec.Command(bin, "check-config", "--config", s.cfgPath).CombinedOutput(); err != nil {
+		t.Fatalf("check-config: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(bin, "haproxy-config", "--config", s.cfgPath, "--out", filepath.Join(s.dir, "haproxy"), "--log-connections").CombinedOutput(); err != nil {
+		t.Fatalf("haproxy-config: %v\n%s", err, out)
+	}
+	// The agent starts first: with spop-check, HAProxy marks a missing
+	// agent down and skips it until the check passes.
+	s.startStickyd()
+	s.haproxy = testenv.StartHAProxy(t, filepath.Join(s.dir, "haproxy"), s.feAddr)
+	s.waitAgentUsed()
+	return s
+}
+
+func (s *stack) startStickyd() {
+	s.t.Helper()
+	s.stickyd = testenv.StartStickyd(s.t, s.cfgPath, s.spoeAddr)
+}
+
+// waitAgentUsed waits until HAProxy's SPOE exchanges succeed, so tests do
+// not race HAProxy's first agent health check.
+func (s *stack) waitAgentUsed() {
+	s.t.Helper()
+	testenv.Eventually(s.t, 20*time.Second, func() error {
+		if _, err := testenv.WhichNode(s.feAddr, "warmup"); err != nil {
+			return err
+		}
+		if !strings.Contains(s.haproxy.Proc.Output(), "key=warmup agent=n") {
+			return fmt.Errorf("agent not answering yet")
+		}
+		return nil
+	})
+}
+
+func (s *stack) broker(name string) *testenv.Broker {
+	for _, b := range s.brokers {
+		if b.Name == name {
+			return b
+		}
+	}
+	s.t.Fatalf("no broker %q", name)
+	return nil
+}
+
+// connectAll connects every id once through HAProxy, with a few workers,
+// and returns the node each reached. Any failed connection fails the test.
+func (s *stack) connectAll(ids []string) map[string]string {
+	s.t.Helper()
+	out := make(map[string]string, len(ids))
+	var mu sync.Mutex
+	var firstErr error
+	work := make(chan string)
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for id := range work {
+				node, err := testenv.WhichNode(s.feAddr, id)
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = fmt.Errorf("client %q: %w", id, err)
+				}
+				out[id] = node
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, id := range ids {
+		work <- id
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		s.t.Fatal(firstErr)
+	}
+	return out
+}
+
+// waitServerState waits until HAProxy's health check sees the server in
+// the wanted state: a connect of probe (no binding needed) is routed by
+// the agent, and HAProxy reports the state in srv_is_up.
+func (s *stack) waitDown(name string) {
+	s.t.Helper()
+	testenv.Eventually(s.t, 20*time.Second, func() error {
+		out := s.haproxy.Proc.Output()
+		if strings.Contains(out, "Server mqtt/"+name+" is DOWN") {
+			return nil
+		}
+		return fmt.Errorf("HAProxy has not marked %s down yet", name)
+	})
+}
+
+func (s *stack) waitUp(name string, after int) {
+	s.t.Helper()
+	testenv.Eventually(s.t, 20*time.Second, func() error {
+		if strings.Count(s.haproxy.Proc.Output(), "Server mqtt/"+name+" is UP") > after {
+			return nil
+		}
+		return fmt.Errorf("HAProxy has not marked %s up yet", name)
+	})
+}
+
+func ids(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("%s-%04d", prefix, i)
+	}
+	return out
+}
