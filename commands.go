@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stickyd/stickyd/agent"
+	"github.com/stickyd/stickyd/api"
 	"github.com/stickyd/stickyd/config"
 	"github.com/stickyd/stickyd/haproxy"
 	"github.com/stickyd/stickyd/store"
@@ -76,9 +77,14 @@ func serve(path string, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(&cfg, stderr)
+	if err := api.CheckListen(cfg.APIListen, cfg.APIToken); err != nil {
+		log.Error("refusing to start", "err", err)
+		return 1
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	redis.SetLogger(log)
 	st, err := openStore(ctx, &cfg)
 	if err != nil {
 		log.Error("cannot open store", "err", err)
@@ -103,7 +109,25 @@ func serve(path string, stderr io.Writer) int {
 	errc := make(chan error, 2)
 	go func() { errc <- spoe.Serve(spoeL) }()
 
-	log.Info("stickyd serving", "version", version, "spoe", spoeL.Addr().String(), "store", storeKind(&cfg), "backends", len(cfg.Backends))
+	var admin *api.Server
+	apiAddr := "disabled"
+	if cfg.APIListen != "" {
+		admin, err = api.New(api.Options{Config: &cfg, Store: st, Agent: ag, Logger: log})
+		if err != nil {
+			log.Error("cannot build API", "err", err)
+			return 1
+		}
+		apiL, err := net.Listen("tcp", cfg.APIListen)
+		if err != nil {
+			log.Error("cannot listen for the API", "addr", cfg.APIListen, "err", err)
+			return 1
+		}
+		apiAddr = apiL.Addr().String()
+		go func() { errc <- admin.Serve(apiL) }()
+	}
+
+	log.Info("stickyd serving", "version", version, "spoe", spoeL.Addr().String(), "api", apiAddr,
+		"api_auth", cfg.APIToken != "", "store", storeKind(&cfg), "backends", len(cfg.Backends))
 	code := 0
 	select {
 	case <-ctx.Done():
@@ -116,8 +140,14 @@ func serve(path string, stderr io.Writer) int {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// SPOE first: HAProxy's in-flight connections get their answers.
 	if err := spoe.Shutdown(sctx); err != nil && !errors.Is(err, context.Canceled) {
 		log.Warn("SPOE shutdown incomplete", "err", err)
+	}
+	if admin != nil {
+		if err := admin.Shutdown(sctx); err != nil {
+			log.Warn("API shutdown incomplete", "err", err)
+		}
 	}
 	return code
 }

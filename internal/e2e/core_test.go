@@ -3,8 +3,10 @@ package e2e
 import (
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -204,5 +206,25 @@ func TestAgentSurvivesGarbage(t *testing.T) {
 	}
 	if !strings.Contains(s.haproxy.Proc.Output(), "key=garbage-0000 agent=n") {
 		t.Fatal("agent stopped answering")
+	}
+}
+
+// The README's run command works: deploy/local/run.sh starts the stack and
+// its self-check routes a real client back to the same broker.
+func TestDemoScript(t *testing.T) {
+	testenv.RequireBinary(t, "mosquitto_sub")
+	testenv.RequireBinary(t, "curl")
+	cmd := exec.Command("bash", "../../deploy/local/run.sh")
+	cmd.Env = append(os.Environ(), "DEMO_CHECK=1", "STICKYD_BIN="+testenv.StickydBinary(t), "TMPDIR="+t.TempDir(),
+		fmt.Sprintf("DEMO_MQTT_PORT=%d", testenv.FreePort(t)), fmt.Sprintf("DEMO_N1_PORT=%d", testenv.FreePort(t)),
+		fmt.Sprintf("DEMO_N2_PORT=%d", testenv.FreePort(t)), fmt.Sprintf("DEMO_SPOE_PORT=%d", testenv.FreePort(t)),
+		fmt.Sprintf("DEMO_API_PORT=%d", testenv.FreePort(t)))
+	// Its own process group, so a failure cannot leave its children running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	timer := time.AfterFunc(90*time.Second, func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
+	defer timer.Stop()
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "demo check: ok") {
+		t.Fatalf("demo: %v\n%s", err, out)
 	}
 }

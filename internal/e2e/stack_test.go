@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -98,15 +99,18 @@ func (s *stack) startStickyd() {
 	s.stickyd = testenv.StartStickyd(s.t, s.cfgPath, s.spoeAddr)
 }
 
+var warmups atomic.Int64
+
 // waitAgentUsed waits until HAProxy's SPOE exchanges succeed, so tests do
-// not race HAProxy's first agent health check.
+// not race HAProxy's agent health check.
 func (s *stack) waitAgentUsed() {
 	s.t.Helper()
+	id := fmt.Sprintf("warmup-%d", warmups.Add(1))
 	testenv.Eventually(s.t, 20*time.Second, func() error {
-		if _, err := testenv.WhichNode(s.feAddr, "warmup"); err != nil {
+		if _, err := testenv.WhichNode(s.feAddr, id); err != nil {
 			return err
 		}
-		if !strings.Contains(s.haproxy.Proc.Output(), "key=warmup agent=n") {
+		if !strings.Contains(s.haproxy.Proc.Output(), "key="+id+" agent=n") {
 			return fmt.Errorf("agent not answering yet")
 		}
 		return nil

@@ -86,8 +86,9 @@ func Start(t testing.TB, name string, args []string, dir string, env ...string) 
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), env...)
-	// A process group, so Stop also reaches children (haproxy master/worker).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A process group, so Stop also reaches children (haproxy master/worker);
+	// Pdeathsig, so nothing outlives a test binary that is killed.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	p := &Process{Name: name, Cmd: cmd, done: make(chan struct{})}
 	cmd.Stdout = lockedWriter{p}
 	cmd.Stderr = lockedWriter{p}

@@ -1,0 +1,47 @@
+# stickyd: sticky sessions for MQTT behind HAProxy.
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+BIN     := bin/stickyd
+export PATH := $(PATH):/usr/sbin:/sbin
+
+.PHONY: all build deps test test-short vet fuzz bench demo clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) .
+
+# Installs haproxy, redis-server, mosquitto and mosquitto-clients when missing.
+deps:
+	@deploy/install-deps.sh
+
+# Everything: vet, unit, contract and end-to-end tests against the real
+# haproxy, redis-server and mosquitto. A missing program fails, never skips.
+test: deps
+	$(GO) vet ./...
+	STICKYD_REQUIRE_BINARIES=1 $(GO) test -race -count=1 -timeout 30m ./...
+
+# Unit tests only: no external programs needed.
+test-short:
+	$(GO) test -short -count=1 ./...
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || (gofmt -l . && echo "gofmt needed" && exit 1)
+
+# Coverage-guided fuzzing of the SPOE frame decoder (seed corpus runs in `make test`).
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test ./haproxy -run '^$$' -fuzz FuzzValidateFrame -fuzztime $(FUZZTIME)
+
+# Hot-path micro-benchmarks (ns/op, allocs/op). Compare runs with benchstat.
+bench: deps
+	STICKYD_REQUIRE_BINARIES=1 $(GO) test -run '^$$' -bench . -benchmem -count 5 ./agent ./store/... ./haproxy | tee bench.out
+
+# The whole stack in the foreground: two mosquitto brokers, stickyd on the
+# embedded store, HAProxy on the generated configuration. Ctrl-C stops it.
+demo: deps build
+	deploy/local/run.sh
+
+clean:
+	rm -rf bin bench.out

@@ -1,0 +1,800 @@
+package redis
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"math/bits"
+	"net/url"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/stickyd/stickyd/store"
+)
+
+// Defaults for Options.
+const (
+	DefaultPrefix    = "stickyd:"
+	DefaultOpTimeout = 50 * time.Millisecond
+)
+
+// Errors for names the key layout cannot hold.
+var (
+	ErrBackendName = errors.New("backend name contains ':'")
+	ErrServerName  = errors.New("server name starts with '!'")
+)
+
+// Options configures a Store.
+type Options struct {
+	// URL is redis://[user:pass@]host:port/db, rediss://... (TLS) or
+	// unix:///path/to.sock?db=N. Query parameters that go-redis accepts
+	// (dial_timeout, pool_size, max_retries, ...) override this package's
+	// defaults. Ignored when Client is set.
+	URL string
+	// Prefix starts every key. Default DefaultPrefix.
+	Prefix string
+	// OpTimeout is the budget of one hot-path call (GetOrClaim, Move) and of
+	// every socket read or write. Default DefaultOpTimeout.
+	OpTimeout time.Duration
+	// Client, when set, is used instead of dialing URL (tests, sentinel).
+	// It must be a *goredis.Client (standalone or sentinel failover); the
+	// Store does not close it. Cluster support will come later.
+	Client goredis.UniversalClient
+}
+
+// Store is the Redis store. Create it with New.
+type Store struct {
+	rdb       goredis.UniversalClient
+	owned     bool // rdb was built by New, so Close closes it
+	prefix    string
+	opTimeout time.Duration
+	// nodes are the servers whose keyspaces together hold every key; List
+	// cursors index into it. One for standalone and sentinel; Redis Cluster
+	// support will list each master here, in a stable order.
+	nodes []goredis.Cmdable
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New returns a Store. It does not wait for Redis: a Store made while Redis
+// is down works once Redis answers. Errors come only from bad options. ctx
+// is not used yet (cluster topology discovery will use it).
+func New(ctx context.Context, opts Options) (*Store, error) {
+	s := &Store{prefix: opts.Prefix, opTimeout: opts.OpTimeout, rdb: opts.Client}
+	if s.prefix == "" {
+		s.prefix = DefaultPrefix
+	}
+	if s.opTimeout <= 0 {
+		s.opTimeout = DefaultOpTimeout
+	}
+	if s.rdb == nil {
+		uo, err := clientOptions(opts.URL, s.opTimeout)
+		if err != nil {
+			return nil, err
+		}
+		s.rdb = goredis.NewUniversalClient(uo)
+		s.owned = true
+	}
+	// SCAN must see the whole keyspace: a standalone or sentinel client
+	// (*goredis.Client) does; cluster and ring clients would scan one shard.
+	if _, ok := s.rdb.(*goredis.Client); !ok {
+		if s.owned {
+			_ = s.rdb.Close()
+		}
+		return nil, fmt.Errorf("redis: %T is not supported yet (standalone or sentinel only)", s.rdb)
+	}
+	s.nodes = []goredis.Cmdable{s.rdb}
+	return s, nil
+}
+
+// clientOptions turns a URL into client options tuned for the hot path.
+// Errors never quote the URL, which may hold a password.
+func clientOptions(rawURL string, opTimeout time.Duration) (*goredis.UniversalOptions, error) {
+	if rawURL == "" {
+		return nil, errors.New("redis: no URL")
+	}
+	o, err := goredis.ParseURL(rawURL)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // url.Error quotes the whole URL
+		}
+		return nil, fmt.Errorf("redis: bad URL: %w", err)
+	}
+	// A value set in the URL query wins; zero means "not set".
+	or := func(v, def time.Duration) time.Duration {
+		if v != 0 {
+			return v
+		}
+		return def
+	}
+	ori := func(v, def int) int {
+		if v != 0 {
+			return v
+		}
+		return def
+	}
+	return &goredis.UniversalOptions{
+		Addrs:      []string{o.Addr}, // a unix socket path starts with '/', which go-redis dials as unix
+		ClientName: o.ClientName,
+		DB:         o.DB,
+		Protocol:   o.Protocol,
+		Username:   o.Username,
+		Password:   o.Password,
+		TLSConfig:  o.TLSConfig,
+
+		DialTimeout:        or(o.DialTimeout, 500*time.Millisecond),
+		DialerRetries:      2,
+		DialerRetryTimeout: 20 * time.Millisecond,
+		ReadTimeout:        or(o.ReadTimeout, opTimeout),
+		WriteTimeout:       or(o.WriteTimeout, opTimeout),
+		// Context deadlines drive socket deadlines too, so a caller's budget
+		// shorter than OpTimeout is honoured.
+		ContextTimeoutEnabled: true,
+		// One retry on a dead connection or dial error; see the package doc
+		// for why replays are harmless.
+		MaxRetries:      ori(o.MaxRetries, 1),
+		MinRetryBackoff: or(o.MinRetryBackoff, 2*time.Millisecond),
+		MaxRetryBackoff: or(o.MaxRetryBackoff, 20*time.Millisecond),
+
+		PoolFIFO:        o.PoolFIFO,
+		PoolSize:        ori(o.PoolSize, max(32, 10*runtime.GOMAXPROCS(0))),
+		PoolTimeout:     or(o.PoolTimeout, opTimeout),
+		MinIdleConns:    ori(o.MinIdleConns, 2),
+		MaxIdleConns:    o.MaxIdleConns,
+		MaxActiveConns:  o.MaxActiveConns,
+		ConnMaxIdleTime: o.ConnMaxIdleTime,
+		ConnMaxLifetime: o.ConnMaxLifetime,
+
+		PipelinePoolSize:        o.PipelinePoolSize,
+		PipelineReadBufferSize:  o.PipelineReadBufferSize,
+		PipelineWriteBufferSize: o.PipelineWriteBufferSize,
+
+		DisableIdentity:          true, // no CLIENT SETINFO on every new connection
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	}, nil
+}
+
+// Client returns the underlying client (for pool metrics).
+func (s *Store) Client() goredis.UniversalClient { return s.rdb }
+
+// Close closes the client if New created it.
+func (s *Store) Close() error {
+	if !s.owned {
+		return nil
+	}
+	if err := s.rdb.Close(); err != nil {
+		return fmt.Errorf("redis close: %w", err)
+	}
+	return nil
+}
+
+// Ping implements store.Store.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("redis ping: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) backendPrefix(backend string) string { return s.prefix + "b:" + backend + ":" }
+
+func (s *Store) key(backend, clientID string) string {
+	return s.prefix + "b:" + backend + ":" + clientID
+}
+
+func (s *Store) drainKey(backend string) string { return s.prefix + "drain:" + backend }
+
+func checkBackend(backend string) error {
+	if strings.IndexByte(backend, ':') >= 0 {
+		return ErrBackendName
+	}
+	return nil
+}
+
+func checkServer(server string) error {
+	if strings.HasPrefix(server, "!") {
+		return ErrServerName
+	}
+	return nil
+}
+
+// millis rounds a TTL up to whole milliseconds; 0 means no expiry.
+func millis(ttl time.Duration) int64 {
+	if ttl <= 0 {
+		return 0
+	}
+	return int64((ttl + time.Millisecond - 1) / time.Millisecond)
+}
+
+// decodeValue splits a stored value into server and pinned flag.
+func decodeValue(v string) (server string, pinned bool) {
+	if strings.HasPrefix(v, "!") {
+		return v[1:], true
+	}
+	return v, false
+}
+
+func encodeValue(server string, pinned bool) string {
+	if pinned {
+		return "!" + server
+	}
+	return server
+}
+
+// Scripts reply "1"+value when they wrote the binding, "0"+value when they
+// returned the existing one: a single bulk string is the cheapest reply to
+// parse. A pinned value starts with '!' and a server name never does, so
+// `cur == from` below also means "unpinned".
+var (
+	claimScript = goredis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local ttl = tonumber(ARGV[2])
+  if ttl > 0 and string.sub(cur, 1, 1) ~= '!' and redis.call('PTTL', KEYS[1]) > 0 then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  end
+  return '0' .. cur
+end
+if ARGV[2] ~= '0' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+return '1' .. ARGV[1]
+`)
+
+	moveScript = goredis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur and cur ~= ARGV[1] then
+  return '0' .. cur
+end
+if ARGV[3] ~= '0' then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return '1' .. ARGV[2]
+`)
+
+	getScript = goredis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  return false
+end
+return {cur, redis.call('PTTL', KEYS[1])}
+`)
+
+	// ARGV[1] is the server, ARGV[2] the same server pinned.
+	deleteIfScript = goredis.NewScript(`
+local cur = redis.call('GET', KEYS[1])
+if cur and (cur == ARGV[1] or cur == ARGV[2]) then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+)
+
+func parseClaim(reply string) (store.Claim, error) {
+	if len(reply) == 0 || (reply[0] != '0' && reply[0] != '1') {
+		return store.Claim{}, fmt.Errorf("unexpected script reply %.20q", reply)
+	}
+	server, pinned := decodeValue(reply[1:])
+	return store.Claim{Server: server, Pinned: pinned, Claimed: reply[0] == '1'}, nil
+}
+
+// GetOrClaim implements store.Store in one round trip.
+func (s *Store) GetOrClaim(ctx context.Context, backend, clientID, proposed string, ttl time.Duration) (store.Claim, error) {
+	if err := errors.Join(checkBackend(backend), checkServer(proposed)); err != nil {
+		return store.Claim{}, fmt.Errorf("redis get-or-claim: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	reply, err := claimScript.Run(ctx, s.rdb, []string{s.key(backend, clientID)}, proposed, millis(ttl)).Text()
+	if err != nil {
+		return store.Claim{}, fmt.Errorf("redis get-or-claim: %w", err)
+	}
+	c, err := parseClaim(reply)
+	if err != nil {
+		return store.Claim{}, fmt.Errorf("redis get-or-claim: %w", err)
+	}
+	return c, nil
+}
+
+// Move implements store.Store in one round trip. Claimed is true when the
+// compare-and-swap applied (even if from == to) or the binding was created.
+func (s *Store) Move(ctx context.Context, backend, clientID, from, to string, ttl time.Duration) (store.Claim, error) {
+	if err := errors.Join(checkBackend(backend), checkServer(from), checkServer(to)); err != nil {
+		return store.Claim{}, fmt.Errorf("redis move: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	reply, err := moveScript.Run(ctx, s.rdb, []string{s.key(backend, clientID)}, from, to, millis(ttl)).Text()
+	if err != nil {
+		return store.Claim{}, fmt.Errorf("redis move: %w", err)
+	}
+	c, err := parseClaim(reply)
+	if err != nil {
+		return store.Claim{}, fmt.Errorf("redis move: %w", err)
+	}
+	return c, nil
+}
+
+// Get implements store.Store.
+func (s *Store) Get(ctx context.Context, backend, clientID string) (store.Binding, error) {
+	if err := checkBackend(backend); err != nil {
+		return store.Binding{}, fmt.Errorf("redis get: %w", err)
+	}
+	res, err := getScript.Run(ctx, s.rdb, []string{s.key(backend, clientID)}).Slice()
+	if errors.Is(err, goredis.Nil) {
+		return store.Binding{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Binding{}, fmt.Errorf("redis get: %w", err)
+	}
+	var v string
+	var pttl int64
+	ok := len(res) == 2
+	if ok {
+		v, ok = res[0].(string)
+	}
+	if ok {
+		pttl, ok = res[1].(int64)
+	}
+	if !ok {
+		return store.Binding{}, fmt.Errorf("redis get: unexpected script reply %.80v", res)
+	}
+	return makeBinding(backend, clientID, v, pttl)
+}
+
+// makeBinding builds a Binding from a value and its PTTL in milliseconds.
+func makeBinding(backend, clientID, value string, pttl int64) (store.Binding, error) {
+	if pttl == -2 {
+		return store.Binding{}, store.ErrNotFound
+	}
+	b := store.Binding{Backend: backend, ClientID: clientID}
+	b.Server, b.Pinned = decodeValue(value)
+	if pttl > 0 {
+		b.TTL = time.Duration(pttl) * time.Millisecond
+	}
+	return b, nil
+}
+
+// Put implements store.Store.
+func (s *Store) Put(ctx context.Context, b store.Binding) error {
+	if err := errors.Join(checkBackend(b.Backend), checkServer(b.Server)); err != nil {
+		return fmt.Errorf("redis put: %w", err)
+	}
+	var ttl time.Duration
+	if b.TTL > 0 {
+		ttl = time.Duration(millis(b.TTL)) * time.Millisecond
+	}
+	// SET without KEEPTTL drops any old TTL, as "replace" wants.
+	if err := s.rdb.Set(ctx, s.key(b.Backend, b.ClientID), encodeValue(b.Server, b.Pinned), ttl).Err(); err != nil {
+		return fmt.Errorf("redis put: %w", err)
+	}
+	return nil
+}
+
+// Delete implements store.Store.
+func (s *Store) Delete(ctx context.Context, backend, clientID string) error {
+	if err := checkBackend(backend); err != nil {
+		return fmt.Errorf("redis delete: %w", err)
+	}
+	n, err := s.rdb.Del(ctx, s.key(backend, clientID)).Result()
+	if err != nil {
+		return fmt.Errorf("redis delete: %w", err)
+	}
+	if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+// globEscape quotes the SCAN MATCH metacharacters so s matches literally.
+func globEscape(s string) string {
+	if !strings.ContainsAny(s, `*?[]\`) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+const (
+	cursorVersion = 1
+	flagPartial   = 1 // the cursor resumes inside a SCAN step
+	// maxScanCalls bounds the SCAN calls (each followed by one pipeline)
+	// one List page makes.
+	maxScanCalls = 8
+	// scanBatch is the SCAN COUNT of whole-backend walks.
+	scanBatch = 1000
+)
+
+// cursor is where a List page resumes. A page that ends inside a SCAN step
+// (the step held more than the page had room for) records the step (its
+// start scan, COUNT and end) and the last client id returned: the next page
+// replays the step in client-id order and skips ids <= after.
+type cursor struct {
+	node int
+	scan uint64
+
+	partial bool
+	count   int
+	end     uint64
+	after   string
+}
+
+// encodeCursor: version byte, flags byte, uvarint node index, uvarint SCAN
+// cursor and, for a partial step, uvarint COUNT, uvarint end and the id.
+func encodeCursor(c cursor) string {
+	buf := make([]byte, 0, 2+4*binary.MaxVarintLen64+len(c.after))
+	buf = append(buf, cursorVersion, 0)
+	if c.partial {
+		buf[1] = flagPartial
+	}
+	buf = binary.AppendUvarint(buf, uint64(c.node))
+	buf = binary.AppendUvarint(buf, c.scan)
+	if c.partial {
+		buf = binary.AppendUvarint(buf, uint64(c.count))
+		buf = binary.AppendUvarint(buf, c.end)
+		buf = append(buf, c.after...)
+	}
+	return base64.RawURLEncoding.EncodeToString(buf)
+}
+
+func decodeCursor(s string, nodes, maxCount int) (cursor, error) {
+	if s == "" {
+		return cursor{}, nil
+	}
+	bad := fmt.Errorf("redis list: %w", store.ErrBadCursor)
+	buf, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(buf) < 4 || buf[0] != cursorVersion || buf[1]&^flagPartial != 0 {
+		return cursor{}, bad
+	}
+	c := cursor{partial: buf[1] == flagPartial}
+	buf = buf[2:]
+	uv := func() (uint64, bool) {
+		v, n := binary.Uvarint(buf)
+		if n <= 0 {
+			return 0, false
+		}
+		buf = buf[n:]
+		return v, true
+	}
+	node, ok1 := uv()
+	scan, ok2 := uv()
+	if !ok1 || !ok2 || node >= uint64(nodes) {
+		return cursor{}, bad
+	}
+	c.node, c.scan = int(node), scan
+	if !c.partial {
+		if len(buf) != 0 {
+			return cursor{}, bad
+		}
+		return c, nil
+	}
+	count, ok1 := uv()
+	end, ok2 := uv()
+	if !ok1 || !ok2 || count == 0 || count > uint64(maxCount) {
+		return cursor{}, bad
+	}
+	c.count, c.end, c.after = int(count), end, string(buf)
+	return c, nil
+}
+
+// scanPos orders SCAN cursors along one walk: Redis increments the cursor's
+// reversed bits, which keeps this order across hash-table resizes. The
+// final cursor, 0, comes after every other.
+func scanPos(c uint64) uint64 {
+	if c == 0 {
+		return math.MaxUint64
+	}
+	return bits.Reverse64(c)
+}
+
+// List implements store.Store; see the package doc for paging semantics.
+func (s *Store) List(ctx context.Context, backend string, opts store.ListOptions) (store.Page, error) {
+	if err := checkBackend(backend); err != nil {
+		return store.Page{}, fmt.Errorf("redis list: %w", err)
+	}
+	limit := opts.Limit
+	if limit <= 0 {
+		limit = store.DefaultListLimit
+	}
+	limit = min(limit, store.MaxListLimit)
+	cur, err := decodeCursor(opts.Cursor, len(s.nodes), 4*store.MaxListLimit)
+	if err != nil {
+		return store.Page{}, err
+	}
+	keyPrefix := s.backendPrefix(backend)
+	pattern := globEscape(keyPrefix+opts.Prefix) + "*"
+
+	var page store.Page
+	seen := make(map[string]struct{}) // no duplicates within a page
+	var asked, found int              // COUNTs asked and items they yielded
+	for call := range maxScanCalls {
+		count := scanCount(limit-len(page.Items), limit, asked, found)
+		replay := call == 0 && cur.partial
+		if replay {
+			count = cur.count
+		}
+		node := s.nodes[cur.node]
+		keys, next, err := node.Scan(ctx, cur.scan, pattern, int64(count)).Result()
+		if err != nil {
+			return store.Page{}, fmt.Errorf("redis list: scan: %w", err)
+		}
+		// Skipping ids <= after is safe only if this replay covers no more
+		// of the keyspace than the step did then; if it covers more (keys
+		// were deleted or the table shrank), skip nothing: ids already
+		// returned come again, which callers tolerate, but none is lost.
+		if replay && scanPos(next) <= scanPos(cur.end) {
+			keys = slices.DeleteFunc(keys, func(k string) bool {
+				return strings.TrimPrefix(k, keyPrefix) <= cur.after
+			})
+		}
+		batch, err := s.fetch(ctx, node, backend, keyPrefix, keys, opts.Server, seen)
+		if err != nil {
+			return store.Page{}, fmt.Errorf("redis list: %w", err)
+		}
+		asked += count
+		found += len(batch)
+		if room := limit - len(page.Items); len(batch) > room {
+			// The step does not fit: return its first ids in order and
+			// resume inside it. Cutting it anywhere else would lose the
+			// keys it holds behind the SCAN cursor.
+			slices.SortFunc(batch, func(a, b store.Binding) int { return strings.Compare(a.ClientID, b.ClientID) })
+			page.Items = append(page.Items, batch[:room]...)
+			cur.partial, cur.count, cur.end, cur.after = true, count, next, batch[room-1].ClientID
+			page.NextCursor = encodeCursor(cur)
+			return page, nil
+		}
+		page.Items = append(page.Items, batch...)
+		cur.partial, cur.after = false, ""
+		cur.scan = next
+		if next == 0 {
+			cur.node++
+			if cur.node == len(s.nodes) {
+				return page, nil
+			}
+		}
+		if len(page.Items) == limit {
+			break
+		}
+	}
+	page.NextCursor = encodeCursor(cur)
+	return page, nil
+}
+
+// scanCount sizes the next SCAN COUNT so that the step most likely fits in
+// what the page still needs: COUNT counts keys examined, and only a share of
+// them (found/asked so far) pass MATCH and the server filter.
+func scanCount(need, limit, asked, found int) int {
+	density := 1.0
+	if asked > 0 {
+		density = max(float64(found)/float64(asked), 1.0/64)
+	}
+	c := int(float64(need) * 0.9 / density)
+	return min(max(c, 1), 4*limit)
+}
+
+// fetch reads the bindings behind keys in one pipeline, skipping keys that
+// vanished since SCAN, ids in seen (which it extends) and, when server is
+// set, bindings of other servers.
+func (s *Store) fetch(ctx context.Context, node goredis.Cmdable, backend, keyPrefix string, keys []string, server string, seen map[string]struct{}) ([]store.Binding, error) {
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	pipe := node.Pipeline()
+	gets := make([]*goredis.StringCmd, len(keys))
+	ttls := make([]*goredis.DurationCmd, len(keys))
+	for i, k := range keys {
+		gets[i] = pipe.Get(ctx, k)
+		ttls[i] = pipe.PTTL(ctx, k)
+	}
+	_, _ = pipe.Exec(ctx) // errors are read per command below
+	var out []store.Binding
+	for i, k := range keys {
+		v, err := gets[i].Result()
+		if errors.Is(err, goredis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("get: %w", err)
+		}
+		d, err := ttls[i].Result()
+		if err != nil {
+			return nil, fmt.Errorf("pttl: %w", err)
+		}
+		pttl := int64(d / time.Millisecond)
+		if d < 0 {
+			pttl = int64(d) // -1 no expiry, -2 gone
+		}
+		id := strings.TrimPrefix(k, keyPrefix)
+		if _, dup := seen[id]; dup {
+			continue
+		}
+		b, err := makeBinding(backend, id, v, pttl)
+		if err != nil {
+			continue // expired between GET and PTTL
+		}
+		if server != "" && b.Server != server {
+			continue
+		}
+		seen[id] = struct{}{}
+		out = append(out, b)
+	}
+	return out, nil
+}
+
+// scanAll calls fn with each SCAN step of keys matching pattern on every
+// node. Redis Cluster support will pass each master's client here.
+func (s *Store) scanAll(ctx context.Context, pattern string, fn func(node goredis.Cmdable, keys []string) error) error {
+	for _, node := range s.nodes {
+		var cur uint64
+		for {
+			keys, next, err := node.Scan(ctx, cur, pattern, scanBatch).Result()
+			if err != nil {
+				return fmt.Errorf("scan: %w", err)
+			}
+			if len(keys) > 0 {
+				if err := fn(node, keys); err != nil {
+					return err
+				}
+			}
+			if next == 0 {
+				break
+			}
+			cur = next
+		}
+	}
+	return nil
+}
+
+// getAll reads keys in one pipeline; a vanished key reads as ok=false.
+func getAll(ctx context.Context, node goredis.Cmdable, keys []string) (vals []string, ok []bool, err error) {
+	pipe := node.Pipeline()
+	cmds := make([]*goredis.StringCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.Get(ctx, k)
+	}
+	_, _ = pipe.Exec(ctx)
+	vals, ok = make([]string, len(keys)), make([]bool, len(keys))
+	for i, c := range cmds {
+		v, err := c.Result()
+		if errors.Is(err, goredis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("get: %w", err)
+		}
+		vals[i], ok[i] = v, true
+	}
+	return vals, ok, nil
+}
+
+// CountByServer implements store.Store. It walks the whole backend.
+func (s *Store) CountByServer(ctx context.Context, backend string) (map[string]int, error) {
+	if err := checkBackend(backend); err != nil {
+		return nil, fmt.Errorf("redis count: %w", err)
+	}
+	counts := make(map[string]int)
+	err := s.scanAll(ctx, globEscape(s.backendPrefix(backend))+"*", func(node goredis.Cmdable, keys []string) error {
+		vals, ok, err := getAll(ctx, node, keys)
+		if err != nil {
+			return err
+		}
+		for i, v := range vals {
+			if ok[i] {
+				server, _ := decodeValue(v)
+				counts[server]++
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("redis count: %w", err)
+	}
+	return counts, nil
+}
+
+// DeleteByServer implements store.Store. Each delete is a one-key
+// compare-and-delete, so a binding that moved meanwhile survives.
+func (s *Store) DeleteByServer(ctx context.Context, backend, server string) (int, error) {
+	if err := errors.Join(checkBackend(backend), checkServer(server)); err != nil {
+		return 0, fmt.Errorf("redis delete-by-server: %w", err)
+	}
+	pinned := encodeValue(server, true)
+	deleted := 0
+	loaded := make(map[goredis.Cmdable]bool)
+	err := s.scanAll(ctx, globEscape(s.backendPrefix(backend))+"*", func(node goredis.Cmdable, keys []string) error {
+		vals, ok, err := getAll(ctx, node, keys)
+		if err != nil {
+			return err
+		}
+		var doomed []string
+		for i, v := range vals {
+			if ok[i] && (v == server || v == pinned) {
+				doomed = append(doomed, keys[i])
+			}
+		}
+		if len(doomed) == 0 {
+			return nil
+		}
+		// EVALSHA in a pipeline cannot fall back on NOSCRIPT, so load first.
+		if !loaded[node] {
+			if err := deleteIfScript.Load(ctx, node).Err(); err != nil {
+				return fmt.Errorf("script load: %w", err)
+			}
+			loaded[node] = true
+		}
+		pipe := node.Pipeline()
+		cmds := make([]*goredis.Cmd, len(doomed))
+		for i, k := range doomed {
+			cmds[i] = deleteIfScript.EvalSha(ctx, pipe, []string{k}, server, pinned)
+		}
+		_, _ = pipe.Exec(ctx)
+		for _, c := range cmds {
+			n, err := c.Int()
+			if err != nil {
+				return fmt.Errorf("delete: %w", err)
+			}
+			deleted += n
+		}
+		return nil
+	})
+	if err != nil {
+		return deleted, fmt.Errorf("redis delete-by-server: %w", err)
+	}
+	return deleted, nil
+}
+
+// SetDraining implements store.Store.
+func (s *Store) SetDraining(ctx context.Context, backend, server string, draining bool) error {
+	if err := checkBackend(backend); err != nil {
+		return fmt.Errorf("redis set-draining: %w", err)
+	}
+	var err error
+	if draining {
+		err = s.rdb.SAdd(ctx, s.drainKey(backend), server).Err()
+	} else {
+		err = s.rdb.SRem(ctx, s.drainKey(backend), server).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("redis set-draining: %w", err)
+	}
+	return nil
+}
+
+// Draining implements store.Store.
+func (s *Store) Draining(ctx context.Context, backend string) (map[string]bool, error) {
+	if err := checkBackend(backend); err != nil {
+		return nil, fmt.Errorf("redis draining: %w", err)
+	}
+	members, err := s.rdb.SMembers(ctx, s.drainKey(backend)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis draining: %w", err)
+	}
+	out := make(map[string]bool, len(members))
+	for _, m := range members {
+		out[m] = true
+	}
+	return out, nil
+}

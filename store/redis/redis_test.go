@@ -1,0 +1,458 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/stickyd/stickyd/internal/testenv"
+	"github.com/stickyd/stickyd/store"
+	"github.com/stickyd/stickyd/store/storetest"
+)
+
+var prefixSeq atomic.Int64
+
+// newTestStore returns a Store on r with a prefix of its own, holding glob
+// metacharacters so that every SCAN MATCH must escape it. Its keys are
+// removed when the test ends.
+func newTestStore(t testing.TB, r *testenv.Redis) *Store {
+	t.Helper()
+	prefix := fmt.Sprintf("t%d[*?]\\:", prefixSeq.Add(1))
+	// The contract is about semantics, not latency: a generous budget keeps
+	// cold-pool bursts under -race on a busy machine from timing out.
+	s, err := New(context.Background(), Options{URL: r.URL, Prefix: prefix, OpTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_ = s.scanAll(ctx, globEscape(prefix)+"*", func(node goredis.Cmdable, keys []string) error {
+			return node.Unlink(ctx, keys...).Err()
+		})
+		_ = s.Close()
+	})
+	return s
+}
+
+func TestContract(t *testing.T) {
+	r := testenv.StartRedis(t)
+	storetest.Run(t, func(t *testing.T) store.Store { return newTestStore(t, r) }, storetest.RealClock{})
+}
+
+func rawClient(t testing.TB, r *testenv.Redis) *goredis.Client {
+	c := goredis.NewClient(&goredis.Options{Addr: r.Addr, DisableIdentity: true})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func TestKeyLayout(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.StartRedis(t)
+	s, err := New(ctx, Options{URL: r.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	raw := rawClient(t, r)
+
+	if _, err := s.GetOrClaim(ctx, "be", "c/1 x", "s1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := raw.Get(ctx, "stickyd:b:be:c/1 x").Result(); err != nil || v != "s1" {
+		t.Fatalf("raw value = %q, %v", v, err)
+	}
+	if d, err := raw.PTTL(ctx, "stickyd:b:be:c/1 x").Result(); err != nil || d <= 0 || d > time.Minute {
+		t.Fatalf("raw PTTL = %v, %v", d, err)
+	}
+	if err := s.Put(ctx, store.Binding{Backend: "be", ClientID: "p", Server: "s2", Pinned: true}); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := raw.Get(ctx, "stickyd:b:be:p").Result(); err != nil || v != "!s2" {
+		t.Fatalf("raw pinned value = %q, %v", v, err)
+	}
+	if d, err := raw.PTTL(ctx, "stickyd:b:be:p").Result(); err != nil || d != -1 {
+		t.Fatalf("raw PTTL of a binding without expiry = %v, %v", d, err)
+	}
+	if err := s.SetDraining(ctx, "be", "s3", true); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := raw.SMembers(ctx, "stickyd:drain:be").Result(); err != nil || len(m) != 1 || m[0] != "s3" {
+		t.Fatalf("raw drain set = %v, %v", m, err)
+	}
+	// A value written by hand is read back the same way.
+	raw.Set(ctx, "stickyd:b:be:hand", "!s4", 0)
+	if b, err := s.Get(ctx, "be", "hand"); err != nil || b.Server != "s4" || !b.Pinned || b.TTL != 0 {
+		t.Fatalf("Get = %+v, %v", b, err)
+	}
+}
+
+func TestClientOption(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.StartRedis(t)
+	c := rawClient(t, r)
+	s, err := New(ctx, Options{Client: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetOrClaim(ctx, "be", "c", "s1", 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("Close closed the caller's client: %v", err)
+	}
+	cc := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: []string{r.Addr}})
+	defer cc.Close()
+	if _, err := New(ctx, Options{Client: cc}); err == nil {
+		t.Fatal("New accepted a cluster client")
+	}
+}
+
+func TestRejectsAmbiguousNames(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.StartRedis(t)
+	s := newTestStore(t, r)
+	if _, err := s.GetOrClaim(ctx, "a:b", "c", "s1", 0); !errors.Is(err, ErrBackendName) {
+		t.Errorf("backend with ':' = %v, want ErrBackendName", err)
+	}
+	if _, err := s.GetOrClaim(ctx, "be", "c", "!s1", 0); !errors.Is(err, ErrServerName) {
+		t.Errorf("server '!s1' = %v, want ErrServerName", err)
+	}
+	// A '!' from would otherwise match a pinned value and move it.
+	if _, err := s.Move(ctx, "be", "c", "!s1", "s2", 0); !errors.Is(err, ErrServerName) {
+		t.Errorf("Move from '!s1' = %v, want ErrServerName", err)
+	}
+	if err := s.Put(ctx, store.Binding{Backend: "be", ClientID: "c", Server: "!x"}); !errors.Is(err, ErrServerName) {
+		t.Errorf("Put server '!x' = %v, want ErrServerName", err)
+	}
+	if _, err := s.List(ctx, "a:b", store.ListOptions{}); !errors.Is(err, ErrBackendName) {
+		t.Errorf("List backend with ':' = %v, want ErrBackendName", err)
+	}
+}
+
+// Redis is down when the store is made: New still succeeds, calls fail, and
+// the same store works once Redis is up. Data written before a crash (kill)
+// is back after the restart.
+func TestRedisDownAndBack(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.StartRedis(t)
+	r.Kill()
+
+	s, err := New(ctx, Options{URL: r.URL})
+	if err != nil {
+		t.Fatalf("New with Redis down: %v", err)
+	}
+	defer s.Close()
+	if _, err := s.GetOrClaim(ctx, "be", "c", "s1", time.Minute); err == nil {
+		t.Fatal("GetOrClaim with Redis down succeeded")
+	}
+	if err := s.Ping(ctx); err == nil {
+		t.Fatal("Ping with Redis down succeeded")
+	}
+
+	r.StartAgain(t)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		_, err := s.GetOrClaim(ctx, "be", "c", "s1", time.Minute)
+		return err
+	})
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+
+	r.Kill()
+	if _, err := s.Get(ctx, "be", "c"); err == nil {
+		t.Fatal("Get after kill succeeded")
+	}
+	r.StartAgain(t)
+	testenv.Eventually(t, 10*time.Second, func() error {
+		c, err := s.GetOrClaim(ctx, "be", "c", "s2", time.Minute)
+		if err == nil && (c.Server != "s1" || c.Claimed) {
+			t.Fatalf("after restart: %+v, want the binding to s1 back", c)
+		}
+		return err
+	})
+}
+
+// The hot path honours a caller deadline shorter than OpTimeout, and fails
+// on an already cancelled context without touching Redis.
+func TestHotPathHonoursContext(t *testing.T) {
+	r := testenv.StartRedis(t)
+	s := newTestStore(t, r)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.GetOrClaim(ctx, "be", "c", "s1", 0); !errors.Is(err, context.Canceled) {
+		t.Fatalf("GetOrClaim on cancelled ctx = %v, want context.Canceled", err)
+	}
+	if _, err := s.Get(context.Background(), "be", "c"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("binding written despite cancelled ctx: %v", err)
+	}
+}
+
+// DeleteByServer's compare-and-delete spares a binding that moved after the
+// scan read it.
+func TestDeleteIfScriptSparesMovedBinding(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.StartRedis(t)
+	s := newTestStore(t, r)
+	if _, err := s.GetOrClaim(ctx, "be", "c", "s2", 0); err != nil { // "moved" to s2
+		t.Fatal(err)
+	}
+	n, err := deleteIfScript.Run(ctx, s.rdb, []string{s.key("be", "c")}, "s1", "!s1").Int()
+	if err != nil || n != 0 {
+		t.Fatalf("delete-if s1 = %d, %v; want 0", n, err)
+	}
+	n, err = deleteIfScript.Run(ctx, s.rdb, []string{s.key("be", "c")}, "s2", "!s2").Int()
+	if err != nil || n != 1 {
+		t.Fatalf("delete-if s2 = %d, %v; want 1", n, err)
+	}
+}
+
+// Scripts keep working when Redis forgets them (SCRIPT FLUSH, restart).
+func TestScriptFlush(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.StartRedis(t)
+	s := newTestStore(t, r)
+	raw := rawClient(t, r)
+	for i := range 3 {
+		if err := raw.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.GetOrClaim(ctx, "be", fmt.Sprint(i), "s1", 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := raw.ScriptFlush(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := s.DeleteByServer(ctx, "be", "s1"); err != nil || n != 1 {
+			t.Fatalf("DeleteByServer after SCRIPT FLUSH = %d, %v", n, err)
+		}
+	}
+}
+
+func TestClientOptions(t *testing.T) {
+	o, err := clientOptions("redis://u:pw@h:1/3?pool_size=7&read_timeout=2s", 30*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Addrs[0] != "h:1" || o.DB != 3 || o.Username != "u" || o.Password != "pw" ||
+		o.PoolSize != 7 || o.ReadTimeout != 2*time.Second || o.WriteTimeout != 30*time.Millisecond ||
+		o.PoolTimeout != 30*time.Millisecond || o.MaxRetries != 1 || !o.ContextTimeoutEnabled || !o.DisableIdentity {
+		t.Fatalf("options = %+v", o)
+	}
+	o, err = clientOptions("unix:///run/redis.sock?db=2", DefaultOpTimeout)
+	if err != nil || o.Addrs[0] != "/run/redis.sock" || o.DB != 2 {
+		t.Fatalf("unix options = %+v, %v", o, err)
+	}
+	o, err = clientOptions("rediss://h:1/0", DefaultOpTimeout)
+	if err != nil || o.TLSConfig == nil || o.TLSConfig.ServerName != "h" {
+		t.Fatalf("rediss options = %+v, %v", o, err)
+	}
+	for _, bad := range []string{
+		"",
+		"http://h:1",
+		"redis://user:s3cret@h:notaport/0",
+		"redis://user:s3cret@h:1/0?bogus=1",
+		"redis://user:s3cret@h:1/x",
+		"redis://user:s3cret@h:1/0\x7f",
+	} {
+		_, err := clientOptions(bad, DefaultOpTimeout)
+		if err == nil {
+			t.Errorf("clientOptions(%q) succeeded", bad)
+		} else if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("error leaks the password: %v", err)
+		}
+	}
+}
+
+func TestGlobEscape(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain":      "plain",
+		`a*b?c[d]e\`: `a\*b\?c\[d\]e\\`,
+		"\x00\xff":   "\x00\xff",
+	} {
+		if got := globEscape(in); got != want {
+			t.Errorf("globEscape(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestCursor(t *testing.T) {
+	for _, c := range []cursor{
+		{scan: 0},
+		{scan: 1},
+		{scan: 1<<64 - 1},
+		{node: 2, scan: 12345},
+		{node: 1, scan: 7, partial: true, count: 90, end: 0, after: ""},
+		{scan: 7, partial: true, count: 4000, end: 1 << 40, after: "id\x00\xff*"},
+	} {
+		got, err := decodeCursor(encodeCursor(c), 3, 4000)
+		if err != nil || got != c {
+			t.Errorf("round trip %+v = %+v, %v", c, got, err)
+		}
+	}
+	for _, bad := range []string{
+		encodeCursor(cursor{node: 1, scan: 5}),                         // no such node
+		encodeCursor(cursor{scan: 5}) + "AA",                           // trailing bytes
+		encodeCursor(cursor{scan: 5})[:3],                              // truncated
+		encodeCursor(cursor{scan: 5, partial: true, count: 4001}),      // COUNT out of range
+		encodeCursor(cursor{scan: 5, partial: true, count: 0, end: 1}), // COUNT out of range
+		"AQ",     // version only
+		"AgAABQ", // unknown version 2
+		"AQIABQ", // unknown flag
+	} {
+		if _, err := decodeCursor(bad, 1, 4000); !errors.Is(err, store.ErrBadCursor) {
+			t.Errorf("decodeCursor(%q) = %v, want ErrBadCursor", bad, err)
+		}
+	}
+}
+
+func TestScanPos(t *testing.T) {
+	// A table of 8 buckets is walked 0,4,2,6,1,5,3,7 and then 0 (the end).
+	walk := []uint64{4, 2, 6, 1, 5, 3, 7, 0}
+	for i := 1; i < len(walk); i++ {
+		if scanPos(walk[i-1]) >= scanPos(walk[i]) {
+			t.Errorf("scanPos(%d) >= scanPos(%d)", walk[i-1], walk[i])
+		}
+	}
+	// Grown to 16 buckets mid-walk, cursor 2 continues 10, 6, ...
+	if !(scanPos(2) < scanPos(10) && scanPos(10) < scanPos(6)) {
+		t.Error("scanPos order breaks across a resize")
+	}
+}
+
+func TestScanCount(t *testing.T) {
+	if c := scanCount(100, 100, 0, 0); c != 90 {
+		t.Errorf("first count = %d, want 90", c)
+	}
+	if c := scanCount(100, 100, 1000, 0); c != 400 {
+		t.Errorf("count with nothing found = %d, want the 4*limit cap", c)
+	}
+	if c := scanCount(1, 100, 100, 100); c != 1 {
+		t.Errorf("count for one more = %d, want 1", c)
+	}
+}
+
+// Many backends share the keyspace: a page still fills (the SCAN COUNT grows
+// as matches are sparse) and nothing is lost.
+func TestListSparseBackend(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.StartRedis(t)
+	s := newTestStore(t, r)
+	raw := rawClient(t, r)
+	pipe := raw.Pipeline()
+	for i := range 20000 {
+		pipe.Set(ctx, s.key("noise", fmt.Sprint(i)), "s", 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		if err := s.Put(ctx, store.Binding{Backend: "be", ClientID: fmt.Sprint(i), Server: "s"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	opts := store.ListOptions{Limit: 100}
+	pages := 0
+	for {
+		p, err := s.List(ctx, "be", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		if len(p.Items) > 100 {
+			t.Fatalf("page of %d", len(p.Items))
+		}
+		for _, b := range p.Items {
+			seen[b.ClientID] = true
+		}
+		if p.NextCursor == "" {
+			break
+		}
+		opts.Cursor = p.NextCursor
+	}
+	if len(seen) != 300 {
+		t.Fatalf("saw %d of 300 bindings", len(seen))
+	}
+	t.Logf("%d pages for 300 bindings among 20300 keys", pages)
+	if pages > 40 {
+		t.Fatalf("%d pages: SCAN COUNT does not adapt to sparse matches", pages)
+	}
+}
+
+// Paging loses nothing while bindings come and go between pages and the
+// hash table shrinks under the walk: every binding present throughout is
+// listed (some possibly twice), and no page exceeds its limit.
+func TestListUnderChurn(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.StartRedis(t)
+	s := newTestStore(t, r)
+	raw := rawClient(t, r)
+	pipe := raw.Pipeline()
+	for i := range 1000 {
+		pipe.Set(ctx, s.key("be", fmt.Sprintf("stable-%d", i)), "s", 0)
+	}
+	for i := range 30000 {
+		pipe.Set(ctx, s.key("be", fmt.Sprintf("churn-%d", i)), "s", 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]int{}
+	opts := store.ListOptions{Limit: 3}
+	next := 30000
+	for page := 0; ; page++ {
+		p, err := s.List(ctx, "be", opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.Items) > opts.Limit {
+			t.Fatalf("page of %d items, limit %d", len(p.Items), opts.Limit)
+		}
+		for _, b := range p.Items {
+			seen[b.ClientID]++
+		}
+		if p.NextCursor == "" {
+			break
+		}
+		opts.Cursor = p.NextCursor
+		switch {
+		case page == 300:
+			// Drop most keys: Redis shrinks the table on its next cron.
+			var cur uint64
+			for {
+				keys, c, err := raw.Scan(ctx, cur, globEscape(s.backendPrefix("be"))+"churn-*", 1000).Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(keys) > 0 {
+					raw.Unlink(ctx, keys...)
+				}
+				if cur = c; cur == 0 {
+					break
+				}
+			}
+		case page%5 == 0:
+			raw.Set(ctx, s.key("be", fmt.Sprintf("churn-%d", next)), "s", 0)
+			raw.Del(ctx, s.key("be", fmt.Sprintf("churn-%d", next-7)))
+			next++
+		}
+	}
+	dups := 0
+	for i := range 1000 {
+		n := seen[fmt.Sprintf("stable-%d", i)]
+		if n == 0 {
+			t.Errorf("stable-%d never listed", i)
+		}
+		dups += max(n-1, 0)
+	}
+	t.Logf("%d distinct ids listed, %d stable ids listed twice or more", len(seen), dups)
+}
