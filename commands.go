@@ -91,7 +91,18 @@ func serve(path string, stderr io.Writer) int {
 		return 1
 	}
 	defer st.Close()
-	ag, err := agent.New(&cfg, st, log, agent.Options{})
+	opts := agent.Options{}
+	if cfg.HAProxy.StatsSocket != "" {
+		// HAProxy's own drain is invisible to srv_is_up: read it from the
+		// Runtime API this agent's HAProxy exposes.
+		rt, err := haproxy.NewRuntimeAPI(cfg.HAProxy.StatsSocket, time.Second)
+		if err != nil {
+			log.Error("bad haproxy.stats_socket", "err", err)
+			return 1
+		}
+		opts.AdminStates = rt
+	}
+	ag, err := agent.New(&cfg, st, log, opts)
 	if err != nil {
 		log.Error("cannot build agent", "err", err)
 		return 1
@@ -140,6 +151,7 @@ func serve(path string, stderr io.Writer) int {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	ag.StopEvacuations()
 	// SPOE first: HAProxy's in-flight connections get their answers.
 	if err := spoe.Shutdown(sctx); err != nil && !errors.Is(err, context.Canceled) {
 		log.Warn("SPOE shutdown incomplete", "err", err)

@@ -111,8 +111,27 @@ func (b *bitset) get(i int) bool { return b[i/64]&(1<<(uint(i)%64)) != 0 }
 
 // Options tune an Agent beyond the configuration file.
 type Options struct {
-	// DrainPoll is how often Run re-reads drain state from the store.
+	// DrainPoll is how often Run re-reads drain state from the store (and
+	// from HAProxy, with AdminStates).
 	DrainPoll time.Duration
+	// BreakerFailures consecutive store failures open the circuit breaker
+	// (default 5); while open, decisions skip the store entirely.
+	BreakerFailures int
+	// BreakerCooldown is how long the breaker stays open before one
+	// decision probes the store again (default 1s).
+	BreakerCooldown time.Duration
+	// ObserveDecision, when set, is called after every decision with its
+	// outcome and duration (for metrics).
+	ObserveDecision func(Outcome, time.Duration)
+	// AdminStates, when set, is polled with the drain state: servers it
+	// reports unavailable (HAProxy's own drain or maintenance, which
+	// srv_is_up does not show) get no new clients.
+	AdminStates AdminStateSource
+}
+
+// AdminStateSource reports servers that must get no new clients.
+type AdminStateSource interface {
+	Unavailable(ctx context.Context, backend string) (map[string]bool, error)
 }
 
 // Agent makes decisions. It is safe for concurrent use.
@@ -125,15 +144,29 @@ type Agent struct {
 	backends  map[string]*Backend
 	order     []*Backend
 
-	outcomes  [numOutcomes]atomic.Uint64
-	storeErrs atomic.Uint64
-	errLog    rateLimitedLog
+	observe     func(Outcome, time.Duration)
+	adminStates AdminStateSource
+	breaker     breaker
+
+	outcomes     [numOutcomes]atomic.Uint64
+	storeErrs    atomic.Uint64
+	breakerSkips atomic.Uint64
+	errLog       rateLimitedLog
+
+	evacMu      sync.Mutex
+	evacuations map[string]*evacuation
 }
 
 // New builds an agent over a store for the configured backends.
 func New(cfg *config.Config, st store.Store, log *slog.Logger, opts Options) (*Agent, error) {
 	if opts.DrainPoll <= 0 {
 		opts.DrainPoll = time.Second
+	}
+	if opts.BreakerFailures <= 0 {
+		opts.BreakerFailures = 5
+	}
+	if opts.BreakerCooldown <= 0 {
+		opts.BreakerCooldown = time.Second
 	}
 	a := &Agent{
 		store:     st,
@@ -142,6 +175,11 @@ func New(cfg *config.Config, st store.Store, log *slog.Logger, opts Options) (*A
 		timeout:   cfg.StoreTimeout.D(),
 		drainPoll: opts.DrainPoll,
 		backends:  map[string]*Backend{},
+
+		observe:     opts.ObserveDecision,
+		adminStates: opts.AdminStates,
+		breaker:     breaker{threshold: int32(opts.BreakerFailures), cooldown: opts.BreakerCooldown},
+		evacuations: map[string]*evacuation{},
 	}
 	for _, bc := range cfg.Backends {
 		if len(bc.Servers) > MaxServers {
@@ -164,6 +202,16 @@ func (a *Agent) Backends() []*Backend { return a.order }
 // Decide answers one connection. It never waits longer than the store
 // budget (store_timeout) and answers without the store when it fails.
 func (a *Agent) Decide(ctx context.Context, q *Query) Decision {
+	if a.observe == nil {
+		return a.decide(ctx, q)
+	}
+	start := time.Now()
+	d := a.decide(ctx, q)
+	a.observe(d.Outcome, time.Since(start))
+	return d
+}
+
+func (a *Agent) decide(ctx context.Context, q *Query) Decision {
 	b := a.backends[q.Backend]
 	if b == nil {
 		return a.count(Decision{Outcome: OutcomeUnknownBackend})
@@ -176,7 +224,7 @@ func (a *Agent) Decide(ctx context.Context, q *Query) Decision {
 	if len(key) == 0 {
 		return a.count(Decision{Outcome: OutcomeNoKey})
 	}
-	draining := b.draining.Load()
+	draining := b.noNewClients()
 	h := hashKey(key)
 	choice := b.rendezvous(h, func(i int) bool { return q.isUp(i) && !draining.get(i) })
 	if choice < 0 {
@@ -192,6 +240,12 @@ func (a *Agent) Decide(ctx context.Context, q *Query) Decision {
 		ttl = q.SessionExpiry
 	}
 
+	if !a.breaker.allow() {
+		// Redis is known to be down: answer at once instead of paying the
+		// store timeout on every connect of a storm.
+		a.breakerSkips.Add(1)
+		return a.count(Decision{Server: proposed, Outcome: OutcomeFallback})
+	}
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
 	id := string(key)
@@ -200,6 +254,7 @@ func (a *Agent) Decide(ctx context.Context, q *Query) Decision {
 		a.storeFailed("get-or-claim", b.Name, err)
 		return a.count(Decision{Server: proposed, Outcome: OutcomeFallback})
 	}
+	a.storeOK()
 	idx := b.ServerIndex(claim.Server)
 	if idx >= 0 && q.isUp(idx) {
 		if claim.Claimed {
@@ -231,18 +286,34 @@ func (a *Agent) count(d Decision) Decision {
 
 func (a *Agent) storeFailed(op, backend string, err error) {
 	a.storeErrs.Add(1)
+	if a.breaker.failure() {
+		a.log.Warn("store circuit breaker open: answering by rendezvous hash without the store", "after", op, "backend", backend, "err", err, "retry_in", a.breaker.cooldown)
+		return
+	}
 	a.errLog.warn("store failed; answering by rendezvous hash (fail open)", "op", op, "backend", backend, "err", err)
 }
 
+func (a *Agent) storeOK() {
+	if a.breaker.success() {
+		a.log.Info("store answers again: circuit breaker closed")
+	}
+}
+
+// BreakerState is "closed", "open" or "half_open".
+func (a *Agent) BreakerState() string { return a.breaker.state() }
+
 // Stats is a snapshot of the agent's counters.
 type Stats struct {
-	Outcomes    map[string]uint64
-	StoreErrors uint64
+	Outcomes     map[string]uint64
+	StoreErrors  uint64
+	BreakerSkips uint64 // decisions answered without the store while the breaker was open
+	Breaker      string // closed, open or half_open
 }
 
 // Stats returns the counters since start.
 func (a *Agent) Stats() Stats {
-	s := Stats{Outcomes: map[string]uint64{}, StoreErrors: a.storeErrs.Load()}
+	s := Stats{Outcomes: map[string]uint64{}, StoreErrors: a.storeErrs.Load(),
+		BreakerSkips: a.breakerSkips.Load(), Breaker: a.breaker.state()}
 	for i := range a.outcomes {
 		s.Outcomes[Outcome(i).String()] = a.outcomes[i].Load()
 	}
@@ -265,6 +336,23 @@ func (a *Agent) RefreshDraining(ctx context.Context) error {
 			}
 		}
 		b.draining.Store(&bs)
+	}
+	if a.adminStates != nil {
+		for _, b := range a.order {
+			set, err := a.adminStates.Unavailable(ctx, b.Name)
+			if err != nil {
+				// Keep the last known view: a missed poll must not undo a drain.
+				errs = append(errs, fmt.Errorf("HAProxy admin state of %q: %w", b.Name, err))
+				continue
+			}
+			var bs bitset
+			for name := range set {
+				if i := b.ServerIndex(name); i >= 0 {
+					bs.set(i, true)
+				}
+			}
+			b.adminDrain.Store(&bs)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -295,7 +383,9 @@ type Backend struct {
 	seeds       []uint64
 	weights     []float64
 
-	draining atomic.Pointer[bitset]
+	draining atomic.Pointer[bitset] // drained through the store (any agent's API)
+	// adminDrain: drained or in maintenance in this agent's HAProxy.
+	adminDrain atomic.Pointer[bitset]
 	// Last server states HAProxy reported, for the API.
 	up, known []atomic.Bool
 	lastSeen  atomic.Int64
@@ -316,7 +406,21 @@ func newBackend(bc config.Backend) *Backend {
 		b.weights = append(b.weights, float64(s.Weight))
 	}
 	b.draining.Store(&bitset{})
+	b.adminDrain.Store(&bitset{})
 	return b
+}
+
+// noNewClients is the union of both drain sources.
+func (b *Backend) noNewClients() *bitset {
+	d, h := b.draining.Load(), b.adminDrain.Load()
+	if *h == (bitset{}) {
+		return d
+	}
+	var u bitset
+	for i := range u {
+		u[i] = d[i] | h[i]
+	}
+	return &u
 }
 
 // ServerIndex returns the position of a server, or -1.
@@ -334,18 +438,20 @@ type ServerState struct {
 	Weight   int
 	Up       bool // as last reported by HAProxy; true when never reported
 	Reported bool // HAProxy has reported this server at least once
-	Draining bool
+	Draining bool // drained through the store (the API)
+	// AdminDrain: HAProxy's Runtime API shows it in drain or maintenance.
+	AdminDrain bool
 }
 
 // States returns every server's state in configuration order.
 func (b *Backend) States() []ServerState {
-	d := b.draining.Load()
+	d, h := b.draining.Load(), b.adminDrain.Load()
 	out := make([]ServerState, len(b.Servers))
 	for i, s := range b.Servers {
 		known := b.known[i].Load()
 		out[i] = ServerState{
 			Name: s.Name, Address: s.Address, Weight: s.Weight,
-			Up: !known || b.up[i].Load(), Reported: known, Draining: d.get(i),
+			Up: !known || b.up[i].Load(), Reported: known, Draining: d.get(i), AdminDrain: h.get(i),
 		}
 	}
 	return out
@@ -354,8 +460,13 @@ func (b *Backend) States() []ServerState {
 // Place returns where rendezvous hashing puts a key among the servers that
 // are up and not draining by the agent's last knowledge ("" if none).
 func (b *Backend) Place(key []byte) string {
-	d := b.draining.Load()
-	up := func(i int) bool { return !b.known[i].Load() || b.up[i].Load() }
+	return b.placeExcept(key, -1)
+}
+
+// placeExcept is Place with one server excluded (an evacuated one).
+func (b *Backend) placeExcept(key []byte, except int) string {
+	d := b.noNewClients()
+	up := func(i int) bool { return i != except && (!b.known[i].Load() || b.up[i].Load()) }
 	i := b.rendezvous(hashKey(key), func(i int) bool { return up(i) && !d.get(i) })
 	if i < 0 {
 		i = b.rendezvous(hashKey(key), up)
