@@ -171,7 +171,9 @@ func (a *Agent) runEvacuation(ctx context.Context, e *evacuation, b *Backend, id
 					continue
 				}
 				if it.Pinned {
-					e.update(func(s *EvacuationStatus) { s.Skipped++ })
+					if pass == 0 { // seen again in the second pass: count once
+						e.update(func(s *EvacuationStatus) { s.Skipped++ })
+					}
 					continue
 				}
 				select {

@@ -41,6 +41,9 @@ type serverJSON struct {
 	Up       bool   `json:"up"`
 	Reported bool   `json:"reported"`
 	Draining bool   `json:"draining"`
+	// HAProxyDrain: this agent's HAProxy holds the server in drain or
+	// maintenance (Runtime API, with haproxy.stats_socket).
+	HAProxyDrain bool `json:"haproxy_drain"`
 	// Bindings is nil when the store could not count them.
 	Bindings *int `json:"bindings"`
 }
@@ -307,7 +310,7 @@ func (s *Server) servers(ctx context.Context, b *agent.Backend) []serverJSON {
 	for i, st := range states {
 		out[i] = serverJSON{
 			Name: st.Name, Address: st.Address, Weight: st.Weight,
-			Up: st.Up, Reported: st.Reported, Draining: st.Draining,
+			Up: st.Up, Reported: st.Reported, Draining: st.Draining, HAProxyDrain: st.AdminDrain,
 		}
 		if err == nil {
 			n := counts[st.Name]

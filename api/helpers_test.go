@@ -220,13 +220,14 @@ type page struct {
 }
 
 type server struct {
-	Name     string `json:"name"`
-	Address  string `json:"address"`
-	Weight   int    `json:"weight"`
-	Up       bool   `json:"up"`
-	Reported bool   `json:"reported"`
-	Draining bool   `json:"draining"`
-	Bindings *int   `json:"bindings"`
+	Name         string `json:"name"`
+	Address      string `json:"address"`
+	Weight       int    `json:"weight"`
+	Up           bool   `json:"up"`
+	Reported     bool   `json:"reported"`
+	Draining     bool   `json:"draining"`
+	HAProxyDrain bool   `json:"haproxy_drain"`
+	Bindings     *int   `json:"bindings"`
 }
 
 type backend struct {
