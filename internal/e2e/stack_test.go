@@ -4,6 +4,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stickyd/stickyd/haproxy"
 	"github.com/stickyd/stickyd/internal/testenv"
 )
 
@@ -36,6 +38,8 @@ type stack struct {
 	redisURL string
 	stickyd  *testenv.Process
 	haproxy  *testenv.HAProxy
+	// statsSocket is HAProxy's Runtime API socket ("" when not enabled).
+	statsSocket string
 }
 
 type stackOpts struct {
@@ -43,6 +47,12 @@ type stackOpts struct {
 	redisURL string
 	token    string
 	extra    string // appended YAML
+	// shared: brokers of another stack, so several HAProxy+stickyd
+	// instances front the same nodes.
+	shared []*testenv.Broker
+	// statsSocket: give HAProxy a Runtime API socket (and the agent reads
+	// drain state from it).
+	statsSocket bool
 }
 
 func newStack(t *testing.T, o stackOpts) *stack {
@@ -52,8 +62,12 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		o.brokers = 2
 	}
 	s := &stack{t: t, dir: t.TempDir(), spoeAddr: testenv.FreeAddr(t), apiAddr: testenv.FreeAddr(t), feAddr: testenv.FreeAddr(t), redisURL: o.redisURL, token: o.token}
-	for i := 0; i < o.brokers; i++ {
+	s.brokers = o.shared
+	for i := 0; len(o.shared) == 0 && i < o.brokers; i++ {
 		s.brokers = append(s.brokers, testenv.StartMosquitto(t, fmt.Sprintf("n%d", i+1)))
+	}
+	if o.statsSocket {
+		s.statsSocket = filepath.Join(s.dir, "admin.sock")
 	}
 	var servers strings.Builder
 	for _, b := range s.brokers {
@@ -74,7 +88,8 @@ backends:
   bind: %q
   timeout_processing: 1s
   check_interval: 200ms
-%s`, s.spoeAddr, s.apiAddr, o.token, o.redisURL, servers.String(), s.feAddr, o.extra)
+  stats_socket: %q
+%s`, s.spoeAddr, s.apiAddr, o.token, o.redisURL, servers.String(), s.feAddr, s.statsSocket, o.extra)
 	s.cfgPath = filepath.Join(s.dir, "stickyd.yaml")
 	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -192,4 +207,87 @@ func ids(prefix string, n int) []string {
 		out[i] = fmt.Sprintf("%s-%04d", prefix, i)
 	}
 	return out
+}
+
+// runtime sends one command to this stack's HAProxy Runtime API.
+func (s *stack) runtime(cmd string) string {
+	s.t.Helper()
+	rt, err := haproxy.NewRuntimeAPI(s.statsSocket, 5*time.Second)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	out, err := rt.Command(context.Background(), cmd)
+	if err != nil {
+		s.t.Fatalf("runtime API %q: %v", cmd, err)
+	}
+	return out
+}
+
+// reload replaces HAProxy the way `haproxy -sf` reloads do: a new process
+// takes the listening sockets over the stats socket (-x) and tells the old
+// one to finish its connections and stop (-sf).
+func (s *stack) reload() {
+	s.t.Helper()
+	old := s.haproxy
+	cfg := filepath.Join(s.dir, "haproxy", "haproxy.cfg")
+	bin := testenv.RequireBinary(s.t, "haproxy")
+	p := testenv.Start(s.t, bin, []string{"-db", "-f", cfg, "-x", s.statsSocket, "-sf", fmt.Sprint(old.Proc.Cmd.Process.Pid)}, filepath.Dir(cfg))
+	s.haproxy = &testenv.HAProxy{Proc: p, Cfg: cfg}
+	select {
+	case <-old.Proc.Done():
+	case <-time.After(30 * time.Second):
+		s.t.Fatal("old HAProxy did not stop after -sf")
+	}
+}
+
+// storm connects ids through the stack's frontend(s) with workers until
+// stop is closed; it reports every failure and each id's nodes.
+type storm struct {
+	mu       sync.Mutex
+	nodes    map[string]map[string]int // id -> node -> connections
+	failures []error
+	total    int
+	done     chan struct{}
+}
+
+func startStorm(t *testing.T, frontends []string, ids []string, workers int, stop <-chan struct{}) *storm {
+	st := &storm{nodes: map[string]map[string]int{}, done: make(chan struct{})}
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			for i := w; ; i += workers {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				id := ids[i%len(ids)]
+				fe := frontends[i%len(frontends)]
+				node, err := testenv.WhichNode(fe, id)
+				st.mu.Lock()
+				st.total++
+				if err != nil {
+					st.failures = append(st.failures, fmt.Errorf("%s via %s: %w", id, fe, err))
+				} else {
+					if st.nodes[id] == nil {
+						st.nodes[id] = map[string]int{}
+					}
+					st.nodes[id][node]++
+				}
+				st.mu.Unlock()
+			}
+		}(w)
+	}
+	go func() { wg.Wait(); close(st.done) }()
+	return st
+}
+
+// wait returns the storm's totals once every worker stopped.
+func (st *storm) wait() (total int, failures []error, nodes map[string]map[string]int) {
+	<-st.done
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.total, st.failures, st.nodes
 }

@@ -42,3 +42,23 @@ func WhichNode(addr, clientID string) (string, error) {
 		return "", errors.New("no retained node name")
 	}
 }
+
+// ConnectOnly connects a real MQTT client (paho, 3.1.1) with clientID to
+// addr and disconnects once the broker accepted it. Unlike WhichNode it
+// tolerates another connection with the same id taking the session over
+// right after (which a broker does when the same id connects twice).
+func ConnectOnly(addr, clientID string) error {
+	opts := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(clientID).
+		SetAutoReconnect(false).SetConnectRetry(false).SetCleanSession(true).
+		SetConnectTimeout(10 * time.Second)
+	c := mqtt.NewClient(opts)
+	tok := c.Connect()
+	if !tok.WaitTimeout(15 * time.Second) {
+		return errors.New("connect timed out")
+	}
+	if err := tok.Error(); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	c.Disconnect(0)
+	return nil
+}

@@ -1,0 +1,271 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stickyd/stickyd/internal/testenv"
+)
+
+// twoInstances is two HAProxy+stickyd pairs in front of the same brokers,
+// sharing one Redis: what several load balancers behind DNS look like.
+func twoInstances(t *testing.T, redisURL string) (a, b *stack) {
+	t.Helper()
+	a = newStack(t, stackOpts{redisURL: redisURL, statsSocket: true})
+	b = newStack(t, stackOpts{redisURL: redisURL, statsSocket: true, shared: a.brokers})
+	return a, b
+}
+
+// Two instances, one map: clients placed through A while n1 was down
+// (so their binding is not what the hash would pick) reach the same node
+// through B, which never saw them.
+func TestTwoInstancesShareOneMap(t *testing.T) {
+	r := testenv.StartRedis(t)
+	a, b := twoInstances(t, r.URL)
+	ups := strings.Count(a.haproxy.Proc.Output(), "Server mqtt/n1 is UP")
+	a.broker("n1").Stop()
+	a.waitDown("n1")
+	clients := ids("shared", 120)
+	first := a.connectAll(clients)
+	a.broker("n1").Restart(t)
+	a.waitUp("n1", ups)
+
+	for round := 0; round < 4; round++ {
+		via := a
+		if round%2 == 0 {
+			via = b
+		}
+		got := via.connectAll(clients)
+		for _, id := range clients {
+			if got[id] != first[id] {
+				t.Fatalf("round %d via %s: %s reached %s, first %s", round, via.feAddr, id, got[id], first[id])
+			}
+		}
+	}
+	// And new clients, alternating instances, each stay on one node.
+	fresh := ids("alt", 100)
+	seen := map[string]string{}
+	for round := 0; round < 4; round++ {
+		via := []*stack{a, b}[round%2]
+		for id, n := range via.connectAll(fresh) {
+			if seen[id] != "" && seen[id] != n {
+				t.Fatalf("%s reached %s then %s", id, seen[id], n)
+			}
+			seen[id] = n
+		}
+	}
+}
+
+// Atomic first placement: the two agents disagree on where new clients
+// belong (B's HAProxy holds n1 in drain, which B's agent reads from the
+// Runtime API, so B proposes n2 for everyone while A proposes the hash).
+// The same new ids connect through both at once: every id ends on one
+// node, and every CONNECT of it went there.
+func TestAtomicFirstPlacementAcrossInstances(t *testing.T) {
+	r := testenv.StartRedis(t)
+	a, b := twoInstances(t, r.URL)
+	b.runtime("set server mqtt/n1 state drain")
+	// B's agent polls drain state every second: wait until it obeys.
+	testenv.Eventually(t, 15*time.Second, func() error {
+		code, body := b.api().do("GET", "/v1/backends/mqtt/servers/n1", nil)
+		if code != http.StatusOK || body["haproxy_drain"] != true {
+			return fmt.Errorf("B's agent does not see the drain yet: %d %v", code, body)
+		}
+		return nil
+	})
+	// Through B alone, new clients never land on the drained n1.
+	for id, n := range b.connectAll(ids("b-only", 40)) {
+		if n != "n1" {
+			continue
+		}
+		t.Fatalf("%s placed on n1, drained in B's HAProxy", id)
+	}
+
+	clients := ids("race", 150)
+	var wg sync.WaitGroup
+	var failures sync.Map
+	for _, via := range []*stack{a, b, a, b} {
+		wg.Add(1)
+		go func(via *stack) {
+			defer wg.Done()
+			for _, id := range clients {
+				// Connect-only: the same id connecting twice at once makes the
+				// broker take the older session over, which is not a failure.
+				if err := testenv.ConnectOnly(via.feAddr, id); err != nil {
+					failures.Store(id, err)
+				}
+			}
+		}(via)
+	}
+	wg.Wait()
+	failures.Range(func(k, v any) bool { t.Fatalf("%v: %v", k, v); return false })
+	// Where each CONNECT went, from the brokers' own logs.
+	perNode := map[string]int{}
+	testenv.Eventually(t, 15*time.Second, func() error {
+		logs := map[string]map[string]int{"n1": a.broker("n1").Connections(), "n2": a.broker("n2").Connections()}
+		perNode = map[string]int{}
+		for _, id := range clients {
+			on1, on2 := logs["n1"][id], logs["n2"][id]
+			if on1 > 0 && on2 > 0 {
+				t.Fatalf("%s reached both nodes (n1 %d, n2 %d)", id, on1, on2)
+			}
+			if on1+on2 != 4 {
+				return fmt.Errorf("%s: brokers logged %d of 4 connections", id, on1+on2)
+			}
+			n := "n1"
+			if on2 > 0 {
+				n = "n2"
+			}
+			perNode[n]++
+			code, body := a.api().do("GET", "/v1/backends/mqtt/bindings/"+id, nil)
+			if code != http.StatusOK || body["server"] != n {
+				t.Fatalf("%s reached %s but its binding is %d %v", id, n, code, body)
+			}
+		}
+		return nil
+	})
+	// A's hash choice won for some ids (n1), B's for others: the claim,
+	// not the hash, is what kept them together.
+	if perNode["n1"] == 0 || perNode["n2"] == 0 {
+		t.Fatalf("placement did not mix both agents' choices: %v", perNode)
+	}
+	t.Logf("%d ids raced through both instances: one node each, %v", len(clients), perNode)
+}
+
+// Evacuation moves a server's bindings away at a given rate, visibly.
+func TestEvacuationThroughHAProxy(t *testing.T) {
+	r := testenv.StartRedis(t)
+	s := newStack(t, stackOpts{redisURL: r.URL})
+	clients := ids("evac", 60)
+	s.connectAll(clients)
+	c := s.api()
+	_, srv := c.do("GET", "/v1/backends/mqtt/servers/n1", nil)
+	onN1 := int(srv["bindings"].(float64))
+	if onN1 == 0 {
+		t.Fatal("no binding on n1")
+	}
+	code, body := c.do("POST", "/v1/backends/mqtt/servers/n1/evacuate?rate=40", nil)
+	if code != http.StatusAccepted || body["state"] != "running" {
+		t.Fatalf("start: %d %v", code, body)
+	}
+	testenv.Eventually(t, 30*time.Second, func() error {
+		code, body = c.do("GET", "/v1/backends/mqtt/servers/n1/evacuate", nil)
+		if body["state"] != "done" {
+			return fmt.Errorf("evacuation: %d %v", code, body)
+		}
+		return nil
+	})
+	if int(body["moved"].(float64)) != onN1 {
+		t.Fatalf("moved %v, want %d", body["moved"], onN1)
+	}
+	if _, srv = c.do("GET", "/v1/backends/mqtt/servers/n1", nil); srv["bindings"].(float64) != 0 || srv["draining"] != true {
+		t.Fatalf("n1 after evacuation: %v", srv)
+	}
+	for id, n := range s.connectAll(clients) {
+		if n != "n2" {
+			t.Fatalf("%s still reaches %s after evacuating n1", id, n)
+		}
+	}
+}
+
+// Redis stops in the middle of a connection storm through two instances:
+// no connection fails, both agents fall back to the same rendezvous answer,
+// the breaker stops paying the Redis timeout, and when Redis returns the
+// agents use it again; what was written before the outage is still there.
+func TestRedisOutageDuringStorm(t *testing.T) {
+	r := testenv.StartRedis(t)
+	a, b := twoInstances(t, r.URL)
+	// Bindings that differ from the hash: placed while n1 was down.
+	ups := strings.Count(a.haproxy.Proc.Output(), "Server mqtt/n1 is UP")
+	a.broker("n1").Stop()
+	a.waitDown("n1")
+	kept := ids("kept", 40)
+	a.connectAll(kept)
+	a.broker("n1").Restart(t)
+	a.waitUp("n1", ups)
+	// Give Redis' once-a-second AOF fsync time to persist them.
+	time.Sleep(1500 * time.Millisecond)
+
+	stop := make(chan struct{})
+	st := startStorm(t, []string{a.feAddr, b.feAddr}, ids("storm", 80), 6, stop)
+	time.Sleep(2 * time.Second)
+	r.Kill()
+	time.Sleep(4 * time.Second)
+	outage := ids("outage", 40)
+	during := map[string]string{}
+	for i, via := range []*stack{a, b} {
+		for id, n := range via.connectAll(outage) {
+			if i == 1 && during[id] != n {
+				t.Fatalf("Redis down: %s reached %s via A and %s via B", id, during[id], n)
+			}
+			during[id] = n
+		}
+	}
+	r.StartAgain(t)
+	time.Sleep(4 * time.Second)
+	close(stop)
+	total, failures, _ := st.wait()
+	if len(failures) > 0 {
+		t.Fatalf("%d of %d connections failed during the outage, first: %v", len(failures), total, failures[0])
+	}
+	for _, s := range []*stack{a, b} {
+		if !strings.Contains(s.stickyd.Output(), "circuit breaker open") {
+			t.Fatalf("%s: breaker never opened:\n%s", s.spoeAddr, s.stickyd.Output())
+		}
+	}
+	// Redis is back: the agents use it again without a restart.
+	testenv.Eventually(t, 20*time.Second, func() error {
+		id := fmt.Sprintf("after-%d", time.Now().UnixNano())
+		if _, err := testenv.WhichNode(b.feAddr, id); err != nil {
+			return err
+		}
+		if code, _ := a.api().do("GET", "/v1/backends/mqtt/bindings/"+id, nil); code != http.StatusOK {
+			return fmt.Errorf("new client not bound in Redis yet (%d)", code)
+		}
+		return nil
+	})
+	for id, n := range b.connectAll(kept) {
+		if n != "n2" {
+			t.Fatalf("binding of %s written before the outage was lost (reached %s)", id, n)
+		}
+	}
+	t.Logf("storm: %d connections, 0 failed, through a Redis outage", total)
+}
+
+// One agent is killed and its HAProxy reloaded (-sf) during a storm: no
+// connection fails, the bindings stay.
+func TestAgentLossAndHAProxyReloadDuringStorm(t *testing.T) {
+	r := testenv.StartRedis(t)
+	a, b := twoInstances(t, r.URL)
+	clients := ids("reload", 60)
+	first := a.connectAll(clients)
+
+	stop := make(chan struct{})
+	st := startStorm(t, []string{a.feAddr, b.feAddr}, clients, 6, stop)
+	time.Sleep(time.Second)
+	a.stickyd.Kill()
+	time.Sleep(2 * time.Second)
+	b.reload()
+	time.Sleep(2 * time.Second)
+	a.startStickyd()
+	time.Sleep(2 * time.Second)
+	close(stop)
+	total, failures, _ := st.wait()
+	if len(failures) > 0 {
+		t.Fatalf("%d of %d connections failed, first: %v", len(failures), total, failures[0])
+	}
+	// Through B (agent alive, reloaded), every connection followed the map.
+	for _, id := range clients {
+		if got := b.connectAll([]string{id})[id]; got != first[id] {
+			t.Fatalf("%s reached %s after reload, bound to %s", id, got, first[id])
+		}
+	}
+	if !strings.Contains(a.haproxy.Proc.Output(), "mqtt_fallback/") {
+		t.Fatal("A's HAProxy never fell back while its agent was dead")
+	}
+	t.Logf("storm: %d connections through an agent kill and an HAProxy reload, 0 failed", total)
+}
