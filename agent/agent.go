@@ -320,41 +320,39 @@ func (a *Agent) Stats() Stats {
 	return s
 }
 
-// RefreshDraining re-reads drain state from the store for every backend.
+// RefreshDraining re-reads drain state from the store (and from HAProxy,
+// with Options.AdminStates) for every backend. On an error the last known
+// state of that source stays: a missed poll must not undo a drain.
 func (a *Agent) RefreshDraining(ctx context.Context) error {
 	var errs []error
 	for _, b := range a.order {
-		set, err := a.store.Draining(ctx, b.Name)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("backend %q: %w", b.Name, err))
+		if err := b.refresh(ctx, &b.draining, a.store.Draining); err != nil {
+			errs = append(errs, fmt.Errorf("drain state of backend %q: %w", b.Name, err))
+		}
+		if a.adminStates == nil {
 			continue
 		}
-		var bs bitset
-		for name := range set {
-			if i := b.ServerIndex(name); i >= 0 {
-				bs.set(i, true)
-			}
-		}
-		b.draining.Store(&bs)
-	}
-	if a.adminStates != nil {
-		for _, b := range a.order {
-			set, err := a.adminStates.Unavailable(ctx, b.Name)
-			if err != nil {
-				// Keep the last known view: a missed poll must not undo a drain.
-				errs = append(errs, fmt.Errorf("HAProxy admin state of %q: %w", b.Name, err))
-				continue
-			}
-			var bs bitset
-			for name := range set {
-				if i := b.ServerIndex(name); i >= 0 {
-					bs.set(i, true)
-				}
-			}
-			b.adminDrain.Store(&bs)
+		if err := b.refresh(ctx, &b.adminDrain, a.adminStates.Unavailable); err != nil {
+			errs = append(errs, fmt.Errorf("HAProxy admin state of backend %q: %w", b.Name, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// refresh replaces dst with the servers source names.
+func (b *Backend) refresh(ctx context.Context, dst *atomic.Pointer[bitset], source func(context.Context, string) (map[string]bool, error)) error {
+	set, err := source(ctx, b.Name)
+	if err != nil {
+		return err
+	}
+	var bs bitset
+	for name, on := range set {
+		if i := b.ServerIndex(name); i >= 0 && on {
+			bs.set(i, true)
+		}
+	}
+	dst.Store(&bs)
+	return nil
 }
 
 // Run keeps drain state fresh until ctx ends, so a drain set through any

@@ -201,6 +201,26 @@ func (s *stack) waitUp(name string, after int) {
 	})
 }
 
+// placeWhileDown connects ids while the named broker is stopped, so their
+// bindings differ from what the hash picks once it is back (a restart or
+// another instance that lost the map would send about half of them to
+// it), then restarts the broker and waits for HAProxy to see it up.
+func (s *stack) placeWhileDown(name string, clients []string) map[string]string {
+	s.t.Helper()
+	ups := strings.Count(s.haproxy.Proc.Output(), "Server mqtt/"+name+" is UP")
+	s.broker(name).Stop()
+	s.waitDown(name)
+	placed := s.connectAll(clients)
+	for _, id := range clients {
+		if placed[id] == name {
+			s.t.Fatalf("%s reached %s while it was down", id, name)
+		}
+	}
+	s.broker(name).Restart(s.t)
+	s.waitUp(name, ups)
+	return placed
+}
+
 func ids(prefix string, n int) []string {
 	out := make([]string, n)
 	for i := range out {
