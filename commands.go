@@ -12,10 +12,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/labstack/echo/v4"
+
 	"github.com/stickyd/stickyd/agent"
 	"github.com/stickyd/stickyd/api"
 	"github.com/stickyd/stickyd/config"
 	"github.com/stickyd/stickyd/haproxy"
+	"github.com/stickyd/stickyd/metrics"
 	"github.com/stickyd/stickyd/store"
 	"github.com/stickyd/stickyd/store/memory"
 	"github.com/stickyd/stickyd/store/redis"
@@ -91,7 +94,9 @@ func serve(path string, stderr io.Writer) int {
 		return 1
 	}
 	defer st.Close()
-	opts := agent.Options{}
+	mx := metrics.New(metrics.Options{Version: version, Logger: log})
+	st = metrics.InstrumentStore(st, mx) // the agent and the API both see it
+	opts := agent.Options{ObserveDecision: mx.ObserveDecision}
 	if cfg.HAProxy.StatsSocket != "" {
 		// HAProxy's own drain is invisible to srv_is_up: read it from the
 		// Runtime API this agent's HAProxy exposes.
@@ -110,6 +115,8 @@ func serve(path string, stderr io.Writer) int {
 	agentCtx, stopAgent := context.WithCancel(context.Background())
 	defer stopAgent()
 	go ag.Run(agentCtx)
+	mx.RegisterAgent(ag)
+	go mx.RunBindingsRefresher(agentCtx, st, ag.Backends(), metrics.DefaultBindingsInterval, metrics.DefaultBindingsTimeout)
 
 	spoeL, err := net.Listen("tcp", cfg.SPOEListen)
 	if err != nil {
@@ -117,13 +124,15 @@ func serve(path string, stderr io.Writer) int {
 		return 1
 	}
 	spoe := haproxy.NewSPOEServer(ag, log, cfg.MaxFrameSize)
+	mx.RegisterSPOE(&spoe.Stats)
 	errc := make(chan error, 2)
 	go func() { errc <- spoe.Serve(spoeL) }()
 
 	var admin *api.Server
 	apiAddr := "disabled"
 	if cfg.APIListen != "" {
-		admin, err = api.New(api.Options{Config: &cfg, Store: st, Agent: ag, Logger: log})
+		admin, err = api.New(api.Options{Config: &cfg, Store: st, Agent: ag, Logger: log,
+			Metrics: mx.Handler(), Middleware: []echo.MiddlewareFunc{mx.APIMiddleware()}})
 		if err != nil {
 			log.Error("cannot build API", "err", err)
 			return 1

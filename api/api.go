@@ -62,6 +62,10 @@ type Options struct {
 	// every /v1 route. When empty, Config.APIToken is used, so forgetting
 	// to pass it cannot leave a configured API open.
 	Token string
+	// Middleware runs around every request, outermost (e.g. metrics).
+	Middleware []echo.MiddlewareFunc
+	// Metrics, when set, is served without auth at GET /metrics.
+	Metrics http.Handler
 }
 
 // Server is the admin API.
@@ -104,8 +108,12 @@ func New(opts Options) (*Server, error) {
 	e.IPExtractor = echo.ExtractIPDirect()
 	e.HTTPErrorHandler = s.handleError
 	e.Pre(rawPath)
+	e.Use(opts.Middleware...)
 	e.Use(s.logRequests, recoverPanics)
 	s.routes(e, token)
+	if opts.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(opts.Metrics))
+	}
 	s.echo = e
 
 	s.http = &http.Server{

@@ -16,8 +16,21 @@ import (
 	"github.com/labstack/echo/v4"
 	"gopkg.in/yaml.v3"
 
+	"github.com/stickyd/stickyd/api"
+	"github.com/stickyd/stickyd/config"
+	"github.com/stickyd/stickyd/metrics"
 	"github.com/stickyd/stickyd/store/memory"
 )
+
+// withMetrics serves GET /metrics, as `stickyd serve` does: the spec
+// documents it, so the spec tests run with it.
+func withMetrics() envOpt {
+	return func(_ *config.Config, o *api.Options) {
+		m := metrics.New(metrics.Options{NoRuntimeCollectors: true})
+		o.Metrics = m.Handler()
+		o.Middleware = append(o.Middleware, m.APIMiddleware())
+	}
+}
 
 // openapi is the part of openapi.yaml the tests check.
 type openapi struct {
@@ -129,7 +142,7 @@ func TestOpenAPIRoutes(t *testing.T) {
 	}
 	for _, tok := range []string{"", "secret"} {
 		t.Run(fmt.Sprintf("token=%q", tok), func(t *testing.T) {
-			e := newEnv(t, memory.New(memory.Options{}), withToken(tok))
+			e := newEnv(t, memory.New(memory.Options{}), withToken(tok), withMetrics())
 			var routes []string
 			for _, r := range e.api.Handler().(*echo.Echo).Routes() {
 				if r.Method == echo.RouteNotFound {
@@ -208,13 +221,14 @@ func TestOpenAPIRefs(t *testing.T) {
 // by TestStoreFailure).
 func TestOpenAPIResponses(t *testing.T) {
 	s := loadSpec(t)
-	e := newEnv(t, memory.New(memory.Options{}))
+	e := newEnv(t, memory.New(memory.Options{}), withMetrics())
 	want(t, e.put(t, bindingPath("mqtt", "c1"), `{"server":"n1"}`), http.StatusOK)
 	big := `{"server":"` + strings.Repeat("x", 70000) + `"}`
 	calls := []request{
 		{method: "GET", target: "/healthz"},
 		{method: "GET", target: "/readyz"},
 		{method: "GET", target: "/openapi.yaml"},
+		{method: "GET", target: "/metrics"},
 		{method: "GET", target: "/v1/backends"},
 		{method: "GET", target: "/v1/backends/mqtt"},
 		{method: "GET", target: "/v1/backends/nope"},

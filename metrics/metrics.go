@@ -1,0 +1,205 @@
+// Package metrics exposes stickyd's Prometheus metrics: decisions, store
+// operations, the store circuit breaker, bindings per server, the SPOE
+// listener and the admin API, plus the Go runtime and process collectors.
+//
+// Everything is registered on a dedicated registry (never the global one)
+// and served by Handler. The decision and store hot paths use observers
+// resolved once at construction: counting a decision or a store call costs
+// a few atomic adds and no allocation. No metric carries a client id.
+//
+// See README.md in this directory for the metric list, example queries and
+// alerts.
+package metrics
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/stickyd/stickyd/agent"
+	"github.com/stickyd/stickyd/haproxy"
+)
+
+// Namespace prefixes every stickyd metric.
+const Namespace = "stickyd"
+
+// Buckets.
+var (
+	// DecisionBuckets: 50µs doubling to ~0.8s. A decision on the memory
+	// store takes microseconds, on Redis about one round trip; the store
+	// budget (store_timeout, 50ms by default) sits between 25.6 and 51.2ms.
+	DecisionBuckets = prometheus.ExponentialBuckets(50e-6, 2, 15)
+	// StoreBuckets: 50µs doubling to ~3.3s; scans (count and delete by
+	// server) take far longer than the connect path.
+	StoreBuckets = prometheus.ExponentialBuckets(50e-6, 2, 17)
+	// APIBuckets: 0.5ms quadrupling to ~8s (the API's request timeout is
+	// 10s).
+	APIBuckets = prometheus.ExponentialBuckets(0.5e-3, 4, 8)
+)
+
+// Options configure Metrics.
+type Options struct {
+	// Version is reported by stickyd_build_info.
+	Version string
+	// Logger receives the bindings refresher's failures; nil means
+	// slog.Default().
+	Logger *slog.Logger
+	// NoRuntimeCollectors leaves out the Go and process collectors (tests).
+	NoRuntimeCollectors bool
+}
+
+// Metrics holds stickyd's collectors. Its methods are safe for concurrent
+// use.
+type Metrics struct {
+	reg *prometheus.Registry
+	log *slog.Logger
+
+	// Decisions, indexed by agent.Outcome.
+	decisions   []prometheus.Counter
+	decisionDur []prometheus.Observer
+
+	store storeMetrics
+	api   apiMetrics
+
+	bindings *bindingsCollector
+}
+
+// New builds the metrics on a fresh registry.
+func New(opts Options) *Metrics {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	reg := prometheus.NewRegistry()
+	m := &Metrics{reg: reg, log: log}
+
+	if !opts.NoRuntimeCollectors {
+		reg.MustRegister(
+			collectors.NewGoCollector(),
+			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		)
+	}
+	version := opts.Version
+	if version == "" {
+		version = "unknown"
+	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace:   Namespace,
+		Name:        "build_info",
+		Help:        "Always 1; the labels say which stickyd build runs.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	buildInfo.Set(1)
+	reg.MustRegister(buildInfo)
+
+	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "decisions_total",
+		Help: "Routing decisions by outcome: existing (bound to a live server), placed (new client bound), " +
+			"moved (binding moved off a down server), pinned_down (pinned to a down server, routed elsewhere), " +
+			"fallback (store failed or circuit breaker open: answered by rendezvous hash without the store), " +
+			"no_key (empty client id: no answer), no_server (every server down: no answer), " +
+			"unknown_backend (backend not configured: no answer).",
+	}, []string{"outcome"})
+	decisionDur := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: Namespace,
+		Name:      "decision_duration_seconds",
+		Help:      "Time to decide one connection, store calls included, by outcome.",
+		Buckets:   DecisionBuckets,
+	}, []string{"outcome"})
+	reg.MustRegister(decisions, decisionDur)
+	for _, o := range agent.Outcomes() {
+		m.decisions = append(m.decisions, decisions.WithLabelValues(o.String()))
+		m.decisionDur = append(m.decisionDur, decisionDur.WithLabelValues(o.String()))
+	}
+
+	m.store = newStoreMetrics(reg)
+	m.api = newAPIMetrics(reg)
+	m.bindings = newBindingsCollector(reg)
+	return m
+}
+
+// Registry returns the registry every stickyd metric is on, to add more.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the registry in the Prometheus text format (or
+// OpenMetrics when the scraper asks for it).
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+		ErrorLog:            slogPromLogger{m.log},
+		ErrorHandling:       promhttp.ContinueOnError,
+		Registry:            m.reg, // promhttp_metric_handler_errors_total
+		MaxRequestsInFlight: 4,
+		EnableOpenMetrics:   true,
+	})
+}
+
+// ObserveDecision counts one decision; it is meant for
+// agent.Options.ObserveDecision and does not allocate.
+func (m *Metrics) ObserveDecision(o agent.Outcome, d time.Duration) {
+	if o < 0 || int(o) >= len(m.decisions) {
+		return // an outcome this build does not know: cannot happen
+	}
+	m.decisions[o].Inc()
+	m.decisionDur[o].Observe(d.Seconds())
+}
+
+// RegisterAgent exports the agent's circuit-breaker state, read at scrape
+// time. Call it once per agent.
+func (m *Metrics) RegisterAgent(a *agent.Agent) {
+	for _, state := range []string{"closed", "open", "half_open"} {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: Namespace,
+			Name:      "store_breaker_state",
+			Help: "Store circuit breaker: 1 for the current state, 0 for the others. " +
+				"open: the store failed repeatedly and decisions skip it (fallback) until a probe succeeds; " +
+				"half_open: the cooldown is over and one decision probes the store.",
+			ConstLabels: prometheus.Labels{"state": state},
+		}, func() float64 {
+			if a.BreakerState() == state {
+				return 1
+			}
+			return 0
+		}))
+	}
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: Namespace,
+		Name:      "store_breaker_skips_total",
+		Help:      "Decisions answered without calling the store because the circuit breaker was open (a subset of outcome=\"fallback\").",
+	}, func() float64 { return float64(a.Stats().BreakerSkips) }))
+}
+
+// RegisterSPOE exports an SPOE server's counters, read at scrape time.
+// Call it once per server, after creating it.
+func (m *Metrics) RegisterSPOE(s *haproxy.SPOEStats) {
+	counter := func(name, help string, load func() uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Subsystem: "spoe", Name: name, Help: help},
+			func() float64 { return float64(load()) })
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Subsystem: "spoe", Name: "connections",
+			Help: "SPOE connections from HAProxy open now."},
+			func() float64 { return float64(s.Connections.Load()) }),
+		counter("connections_accepted_total", "SPOE connections accepted.", s.Accepted.Load),
+		counter("frames_total", "Valid SPOE frames received.", s.Frames.Load),
+		counter("bad_frames_total", "SPOE connections closed because of an invalid frame (something that is not HAProxy talks to the SPOE port, or a protocol mismatch).", s.BadFrames.Load),
+		counter("panics_total", "Panics recovered while handling SPOE connections or messages (a bug: each one cost a connection or an answer).", s.Panics.Load),
+		counter("messages_total", "stickyd-connect SPOE messages handled (one per MQTT CONNECT).", s.Messages.Load),
+		counter("bad_messages_total", "stickyd-connect messages ignored for missing or mistyped arguments (HAProxy configuration out of step with stickyd).", s.BadMessages.Load),
+		counter("health_checks_total", "SPOE health-check HELLOs from HAProxy.", s.HealthChecks.Load),
+	)
+}
+
+// slogPromLogger routes promhttp's errors (a collector failing during a
+// scrape) to slog.
+type slogPromLogger struct{ log *slog.Logger }
+
+func (l slogPromLogger) Println(v ...any) {
+	l.log.Warn("metrics: scrape error", "err", fmt.Sprint(v...))
+}
