@@ -151,7 +151,8 @@ type Agent struct {
 	outcomes     [numOutcomes]atomic.Uint64
 	storeErrs    atomic.Uint64
 	breakerSkips atomic.Uint64
-	errLog       rateLimitedLog
+	// One limiter per kind of failure, so one cannot hide the other.
+	storeLog, drainLog, evacLog *rateLimitedLog
 
 	evacMu      sync.Mutex
 	evacuations map[string]*evacuation
@@ -189,7 +190,9 @@ func New(cfg *config.Config, st store.Store, log *slog.Logger, opts Options) (*A
 		a.backends[b.Name] = b
 		a.order = append(a.order, b)
 	}
-	a.errLog = rateLimitedLog{logger: log, every: 10 * time.Second}
+	a.storeLog = &rateLimitedLog{logger: log, every: 10 * time.Second}
+	a.drainLog = &rateLimitedLog{logger: log, every: 10 * time.Second}
+	a.evacLog = &rateLimitedLog{logger: log, every: 10 * time.Second}
 	return a, nil
 }
 
@@ -290,7 +293,7 @@ func (a *Agent) storeFailed(op, backend string, err error) {
 		a.log.Warn("store circuit breaker open: answering by rendezvous hash without the store", "after", op, "backend", backend, "err", err, "retry_in", a.breaker.cooldown)
 		return
 	}
-	a.errLog.warn("store failed; answering by rendezvous hash (fail open)", "op", op, "backend", backend, "err", err)
+	a.storeLog.warn("store failed; answering by rendezvous hash (fail open)", "op", op, "backend", backend, "err", err)
 }
 
 func (a *Agent) storeOK() {
@@ -362,7 +365,7 @@ func (a *Agent) Run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if err := a.RefreshDraining(ctx); err != nil && ctx.Err() == nil {
-			a.errLog.warn("cannot read drain state; keeping the last known", "err", err)
+			a.drainLog.warn("cannot read drain state; keeping the last known", "err", err)
 		}
 		select {
 		case <-ctx.Done():
