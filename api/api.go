@@ -265,12 +265,10 @@ func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Error(err) // writes the response, so the status below is final
 		}
 		status := c.Response().Status
-		level := slog.LevelDebug
-		if status >= 500 {
-			level = slog.LevelWarn
-		}
+		// Debug only: failures are logged once, with their cause, by
+		// handleError; a 503 from /readyz is an answer, not a failure.
 		req := c.Request()
-		s.log.LogAttrs(req.Context(), level, "api request",
+		s.log.LogAttrs(req.Context(), slog.LevelDebug, "api request",
 			slog.String("method", req.Method),
 			slog.String("path", truncate(req.URL.EscapedPath(), 256)),
 			slog.Int("status", status),
