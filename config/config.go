@@ -80,7 +80,19 @@ type HAProxy struct {
 	// Maxconn is HAProxy's global maxconn; 0 lets HAProxy derive it from
 	// the file-descriptor limit, which always starts unprivileged.
 	Maxconn int `yaml:"maxconn"`
+	// Resolvers, when set, are the DNS servers (ip:port, or ResolvConf for
+	// the nameservers of /etc/resolv.conf) HAProxy resolves server and agent
+	// hostnames with at run time: the generated configuration gets a
+	// resolvers section and every server "init-addr last,libc,none", so a
+	// name that does not resolve yet (a container or pod not started) does
+	// not stop HAProxy from starting. Empty: the C library resolves each
+	// hostname once, at startup, and an unknown name is a fatal error.
+	Resolvers []string `yaml:"resolvers"`
 }
+
+// ResolvConf, as an entry of haproxy.resolvers, reads the nameservers of
+// /etc/resolv.conf (HAProxy's parse-resolv-conf).
+const ResolvConf = "resolv.conf"
 
 // Key kinds: what identifies a client.
 const (
@@ -398,6 +410,22 @@ func (c *Config) Validate() error {
 	}
 	if c.HAProxy.Maxconn < 0 {
 		return &Error{Key: "haproxy.maxconn", Err: errors.New("must not be negative")}
+	}
+	nsSeen := map[string]bool{}
+	for i, r := range c.HAProxy.Resolvers {
+		key := fmt.Sprintf("haproxy.resolvers[%d]", i)
+		if nsSeen[r] {
+			return &Error{Key: key, Err: fmt.Errorf("%q is listed twice", r)}
+		}
+		nsSeen[r] = true
+		if r == ResolvConf {
+			continue
+		}
+		host, port, err := net.SplitHostPort(r)
+		n, perr := strconv.Atoi(port)
+		if err != nil || net.ParseIP(host) == nil || perr != nil || n < 1 || n > 65535 {
+			return &Error{Key: key, Err: fmt.Errorf("%q: want the ip:port of a DNS server (e.g. 127.0.0.11:53) or %q", r, ResolvConf)}
+		}
 	}
 	return nil
 }

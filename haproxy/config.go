@@ -26,6 +26,9 @@ const (
 	// FallbackSuffix names the consistent-hash backend used when the agent
 	// gives no answer: "<backend>_fallback".
 	FallbackSuffix = "_fallback"
+	// ResolversName names the resolvers section written when
+	// haproxy.resolvers is set.
+	ResolversName = "stickyd_dns"
 )
 
 // GenOptions tune generation beyond the configuration file.
@@ -127,6 +130,20 @@ global
 {{- if .Cfg.HAProxy.StatsSocket}}
     stats socket {{.Cfg.HAProxy.StatsSocket}} mode 600 level admin expose-fd listeners
 {{- end}}
+{{- if .Cfg.HAProxy.Resolvers}}
+
+# Server and agent hostnames are re-resolved at run time with these DNS
+# servers (haproxy.resolvers); a name that does not resolve yet leaves its
+# server down instead of stopping HAProxy (init-addr last,libc,none).
+resolvers {{.ResolversName}}
+{{- range $i, $r := .Cfg.HAProxy.Resolvers}}
+{{- if eq $r $.ResolvConf}}
+    parse-resolv-conf
+{{- else}}
+    nameserver dns{{add $i 1}} {{$r}}
+{{- end}}
+{{- end}}
+{{- end}}
 
 defaults
     mode tcp
@@ -164,7 +181,7 @@ backend {{.Name}}
     balance leastconn
     use-server %[var(sess.stickyd.server)] if { var(sess.stickyd.server) -m found }
 {{- range $i, $s := .Servers}}
-    server {{$s.Name}} {{$s.Address}} check inter {{ms $.Cfg.HAProxy.CheckInterval}} rise 2 fall 2 weight {{$s.Weight}} id {{add $i 1}}
+    server {{$s.Name}} {{$s.Address}} check inter {{ms $.Cfg.HAProxy.CheckInterval}} rise 2 fall 2 weight {{$s.Weight}} id {{add $i 1}}{{$.ResolveOpts}}
 {{- end}}
 
 backend {{.Name}}{{$.FallbackSuffix}}
@@ -172,7 +189,7 @@ backend {{.Name}}{{$.FallbackSuffix}}
     hash-type consistent
 {{- $be := .Name}}
 {{- range $i, $s := .Servers}}
-    server {{$s.Name}} {{$s.Address}} track {{$be}}/{{$s.Name}} weight {{$s.Weight}} id {{add $i 1}}
+    server {{$s.Name}} {{$s.Address}} track {{$be}}/{{$s.Name}} weight {{$s.Weight}} id {{add $i 1}}{{$.ResolveOpts}}
 {{- end}}
 {{end}}
 backend {{.AgentsBackend}}
@@ -183,7 +200,7 @@ backend {{.AgentsBackend}}
     timeout server 1m
     option spop-check
 {{- range $i, $a := .Agents}}
-    server agent{{add $i 1}} {{$a}} check inter 1s rise 1 fall 2
+    server agent{{add $i 1}} {{$a}} check inter 1s rise 1 fall 2{{$.ResolveOpts}}
 {{- end}}
 `))
 
@@ -216,3 +233,14 @@ func (genData) AgentsBackend() string  { return AgentsBackend }
 func (genData) FallbackSuffix() string { return FallbackSuffix }
 func (genData) VarPrefix() string      { return VarPrefix }
 func (genData) MessageName() string    { return MessageName }
+func (genData) ResolversName() string  { return ResolversName }
+func (genData) ResolvConf() string     { return config.ResolvConf }
+
+// ResolveOpts is appended to every server line: with haproxy.resolvers set,
+// the name is resolved at run time and may not resolve at startup.
+func (d genData) ResolveOpts() string {
+	if len(d.Cfg.HAProxy.Resolvers) == 0 {
+		return ""
+	}
+	return " resolvers " + ResolversName + " init-addr last,libc,none"
+}
