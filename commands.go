@@ -52,7 +52,7 @@ func storeKind(cfg *config.Config) string {
 	if cfg.RedisURL == "" {
 		return "memory"
 	}
-	return "redis " + config.RedactURL(cfg.RedisURL)
+	return "redis " + redis.Redact(cfg.RedisURL)
 }
 
 func newLogger(cfg *config.Config, w io.Writer) *slog.Logger {

@@ -306,14 +306,25 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.RedisURL != "" {
-		u, err := url.Parse(c.RedisURL)
-		if err != nil {
-			return &Error{Key: "redis_url", Err: errors.New("not a URL")}
-		}
-		switch u.Scheme {
-		case "redis", "rediss", "unix":
+		// Only the scheme is checked here; store/redis parses the rest. Its
+		// multi-host forms need not satisfy net/url (lists of IPv6 hosts).
+		scheme, _, ok := strings.Cut(c.RedisURL, "://")
+		switch strings.ToLower(scheme) {
+		case "redis-sentinel", "rediss-sentinel", "redis-cluster", "rediss-cluster":
 		default:
-			return &Error{Key: "redis_url", Err: fmt.Errorf("scheme %q: want redis://, rediss:// or unix://", u.Scheme)}
+			ok = false
+		}
+		if !ok {
+			u, err := url.Parse(c.RedisURL)
+			if err != nil {
+				return &Error{Key: "redis_url", Err: errors.New("not a URL")}
+			}
+			switch u.Scheme {
+			case "redis", "rediss", "unix":
+			default:
+				return &Error{Key: "redis_url", Err: fmt.Errorf("scheme %q: want redis://, rediss://, unix://, "+
+					"redis-sentinel://, rediss-sentinel://, redis-cluster:// or rediss-cluster://", u.Scheme)}
+			}
 		}
 	}
 	if c.TTL < 0 {

@@ -6,16 +6,15 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"math"
 	"math/bits"
-	"net/url"
-	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/stickyd/stickyd/store"
 )
@@ -34,8 +33,10 @@ var (
 
 // Options configures a Store.
 type Options struct {
-	// URL is redis://[user:pass@]host:port/db, rediss://... (TLS) or
-	// unix:///path/to.sock?db=N. Query parameters that go-redis accepts
+	// URL addresses a standalone Redis, a Sentinel-managed master or a Redis
+	// Cluster; see the package doc for the forms (redis://, rediss://,
+	// unix://, redis-sentinel://, rediss-sentinel://, redis-cluster://,
+	// rediss-cluster://). Query parameters that go-redis accepts
 	// (dial_timeout, pool_size, max_retries, ...) override this package's
 	// defaults. Ignored when Client is set.
 	URL string
@@ -44,29 +45,27 @@ type Options struct {
 	// OpTimeout is the budget of one hot-path call (GetOrClaim, Move) and of
 	// every socket read or write. Default DefaultOpTimeout.
 	OpTimeout time.Duration
-	// Client, when set, is used instead of dialing URL (tests, sentinel).
-	// It must be a *goredis.Client (standalone or sentinel failover); the
-	// Store does not close it. Cluster support will come later.
+	// Client, when set, is used instead of dialing URL (tests, custom
+	// set-ups). It must be a *goredis.Client (standalone, or a sentinel
+	// failover client) or a *goredis.ClusterClient on a Redis Cluster; the
+	// Store does not close it.
 	Client goredis.UniversalClient
 }
 
 // Store is the Redis store. Create it with New.
 type Store struct {
 	rdb       goredis.UniversalClient
-	owned     bool // rdb was built by New, so Close closes it
+	cluster   *goredis.ClusterClient // rdb, on Redis Cluster; nil otherwise
+	owned     bool                   // rdb was built by New, so Close closes it
 	prefix    string
 	opTimeout time.Duration
-	// nodes are the servers whose keyspaces together hold every key; List
-	// cursors index into it. One for standalone and sentinel; Redis Cluster
-	// support will list each master here, in a stable order.
-	nodes []goredis.Cmdable
 }
 
 var _ store.Store = (*Store)(nil)
 
 // New returns a Store. It does not wait for Redis: a Store made while Redis
 // is down works once Redis answers. Errors come only from bad options. ctx
-// is not used yet (cluster topology discovery will use it).
+// is not used: cluster topology is discovered lazily by the client.
 func New(ctx context.Context, opts Options) (*Store, error) {
 	s := &Store{prefix: opts.Prefix, opTimeout: opts.OpTimeout, rdb: opts.Client}
 	if s.prefix == "" {
@@ -84,83 +83,29 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		s.owned = true
 	}
 	// SCAN must see the whole keyspace: a standalone or sentinel client
-	// (*goredis.Client) does; cluster and ring clients would scan one shard.
-	if _, ok := s.rdb.(*goredis.Client); !ok {
-		if s.owned {
-			_ = s.rdb.Close()
+	// (*goredis.Client) does; on a cluster client the Store scans every
+	// master itself. A ring shards by a hash of its own and a cluster client
+	// with a custom ClusterSlots (NewFailoverClusterClient) has no CLUSTER
+	// SLOTS to list masters with.
+	switch c := s.rdb.(type) {
+	case *goredis.Client:
+	case *goredis.ClusterClient:
+		if c.Options().ClusterSlots != nil {
+			return nil, s.reject("a cluster client with a custom ClusterSlots is not supported")
 		}
-		return nil, fmt.Errorf("redis: %T is not supported yet (standalone or sentinel only)", s.rdb)
+		s.cluster = c
+	default:
+		return nil, s.reject(fmt.Sprintf("%T is not supported (want *redis.Client or *redis.ClusterClient)", s.rdb))
 	}
-	s.nodes = []goredis.Cmdable{s.rdb}
 	return s, nil
 }
 
-// clientOptions turns a URL into client options tuned for the hot path.
-// Errors never quote the URL, which may hold a password.
-func clientOptions(rawURL string, opTimeout time.Duration) (*goredis.UniversalOptions, error) {
-	if rawURL == "" {
-		return nil, errors.New("redis: no URL")
+// reject closes a client New built and returns the error for it.
+func (s *Store) reject(msg string) error {
+	if s.owned {
+		_ = s.rdb.Close()
 	}
-	o, err := goredis.ParseURL(rawURL)
-	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err // url.Error quotes the whole URL
-		}
-		return nil, fmt.Errorf("redis: bad URL: %w", err)
-	}
-	// A value set in the URL query wins; zero means "not set".
-	or := func(v, def time.Duration) time.Duration {
-		if v != 0 {
-			return v
-		}
-		return def
-	}
-	ori := func(v, def int) int {
-		if v != 0 {
-			return v
-		}
-		return def
-	}
-	return &goredis.UniversalOptions{
-		Addrs:      []string{o.Addr}, // a unix socket path starts with '/', which go-redis dials as unix
-		ClientName: o.ClientName,
-		DB:         o.DB,
-		Protocol:   o.Protocol,
-		Username:   o.Username,
-		Password:   o.Password,
-		TLSConfig:  o.TLSConfig,
-
-		DialTimeout:        or(o.DialTimeout, 500*time.Millisecond),
-		DialerRetries:      2,
-		DialerRetryTimeout: 20 * time.Millisecond,
-		ReadTimeout:        or(o.ReadTimeout, opTimeout),
-		WriteTimeout:       or(o.WriteTimeout, opTimeout),
-		// Context deadlines drive socket deadlines too, so a caller's budget
-		// shorter than OpTimeout is honoured.
-		ContextTimeoutEnabled: true,
-		// One retry on a dead connection or dial error; see the package doc
-		// for why replays are harmless.
-		MaxRetries:      ori(o.MaxRetries, 1),
-		MinRetryBackoff: or(o.MinRetryBackoff, 2*time.Millisecond),
-		MaxRetryBackoff: or(o.MaxRetryBackoff, 20*time.Millisecond),
-
-		PoolFIFO:        o.PoolFIFO,
-		PoolSize:        ori(o.PoolSize, max(32, 10*runtime.GOMAXPROCS(0))),
-		PoolTimeout:     or(o.PoolTimeout, opTimeout),
-		MinIdleConns:    ori(o.MinIdleConns, 2),
-		MaxIdleConns:    o.MaxIdleConns,
-		MaxActiveConns:  o.MaxActiveConns,
-		ConnMaxIdleTime: o.ConnMaxIdleTime,
-		ConnMaxLifetime: o.ConnMaxLifetime,
-
-		PipelinePoolSize:        o.PipelinePoolSize,
-		PipelineReadBufferSize:  o.PipelineReadBufferSize,
-		PipelineWriteBufferSize: o.PipelineWriteBufferSize,
-
-		DisableIdentity:          true, // no CLIENT SETINFO on every new connection
-		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-	}, nil
+	return errors.New("redis: " + msg)
 }
 
 // Client returns the underlying client (for pool metrics).
@@ -177,9 +122,21 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// Ping implements store.Store.
+// Ping implements store.Store. On Redis Cluster it pings every master, so
+// that a shard that does not answer makes the store unhealthy.
 func (s *Store) Ping(ctx context.Context) error {
-	if err := s.rdb.Ping(ctx).Err(); err != nil {
+	var err error
+	if s.cluster != nil {
+		err = s.cluster.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
+			if err := c.Ping(ctx).Err(); err != nil {
+				return fmt.Errorf("%s: %w", c.Options().Addr, err)
+			}
+			return nil
+		})
+	} else {
+		err = s.rdb.Ping(ctx).Err()
+	}
+	if err != nil {
 		return fmt.Errorf("redis ping: %w", err)
 	}
 	return nil
@@ -233,9 +190,11 @@ func encodeValue(server string, pinned bool) string {
 // Scripts reply "1"+value when they wrote the binding, "0"+value when they
 // returned the existing one: a single bulk string is the cheapest reply to
 // parse. A pinned value starts with '!' and a server name never does, so
-// `cur == from` below also means "unpinned".
-var (
-	claimScript = goredis.NewScript(`
+// `cur == from` below also means "unpinned". Each script touches KEYS[1]
+// only, so it runs on Redis Cluster whatever slot the key hashes to
+// (TestScriptsTouchOneKey checks this).
+const (
+	claimSrc = `
 local cur = redis.call('GET', KEYS[1])
 if cur then
   local ttl = tonumber(ARGV[2])
@@ -250,9 +209,9 @@ else
   redis.call('SET', KEYS[1], ARGV[1])
 end
 return '1' .. ARGV[1]
-`)
+`
 
-	moveScript = goredis.NewScript(`
+	moveSrc = `
 local cur = redis.call('GET', KEYS[1])
 if cur and cur ~= ARGV[1] then
   return '0' .. cur
@@ -263,24 +222,31 @@ else
   redis.call('SET', KEYS[1], ARGV[2])
 end
 return '1' .. ARGV[2]
-`)
+`
 
-	getScript = goredis.NewScript(`
+	getSrc = `
 local cur = redis.call('GET', KEYS[1])
 if not cur then
   return false
 end
 return {cur, redis.call('PTTL', KEYS[1])}
-`)
+`
 
 	// ARGV[1] is the server, ARGV[2] the same server pinned.
-	deleteIfScript = goredis.NewScript(`
+	deleteIfSrc = `
 local cur = redis.call('GET', KEYS[1])
 if cur and (cur == ARGV[1] or cur == ARGV[2]) then
   return redis.call('DEL', KEYS[1])
 end
 return 0
-`)
+`
+)
+
+var (
+	claimScript    = goredis.NewScript(claimSrc)
+	moveScript     = goredis.NewScript(moveSrc)
+	getScript      = goredis.NewScript(getSrc)
+	deleteIfScript = goredis.NewScript(deleteIfSrc)
 )
 
 func parseClaim(reply string) (store.Claim, error) {
@@ -421,6 +387,7 @@ func globEscape(s string) string {
 const (
 	cursorVersion = 1
 	flagPartial   = 1 // the cursor resumes inside a SCAN step
+	flagTagged    = 2 // the cursor names its Redis Cluster master by tag
 	// maxScanCalls bounds the SCAN calls (each followed by one pipeline)
 	// one List page makes.
 	maxScanCalls = 8
@@ -428,13 +395,79 @@ const (
 	scanBatch = 1000
 )
 
-// cursor is where a List page resumes. A page that ends inside a SCAN step
-// (the step held more than the page had room for) records the step (its
-// start scan, COUNT and end) and the last client id returned: the next page
-// replays the step in client-id order and skips ids <= after.
+// master is one server whose keyspace SCAN walks: the only one for a
+// standalone or sentinel client, each master serving slots on Redis Cluster.
+type master struct {
+	client goredis.Cmdable
+	// tag names a cluster master in cursors (FNV-1a of its node ID), so
+	// that a cursor finds it again after the master list changed.
+	tag   uint32
+	start int // the lowest slot it serves (cluster)
+}
+
+// masters lists the servers to SCAN, in a stable order. On Redis Cluster
+// that is every master serving slots, ordered by the lowest slot each
+// serves: a replica promoted by a failover takes its old master's place,
+// and adding an empty master changes nothing. The list is built per call
+// (one CLUSTER SLOTS, go-redis's own topology reload and one CLUSTER MYID
+// per master), so admin calls follow topology changes.
+func (s *Store) masters(ctx context.Context) ([]master, error) {
+	if s.cluster == nil {
+		return []master{{client: s.rdb}}, nil
+	}
+	slots, err := s.cluster.ClusterSlots(ctx).Result()
+	if err != nil {
+		return nil, fmt.Errorf("cluster slots: %w", err)
+	}
+	first := make(map[string]int) // master node ID -> lowest slot
+	for _, sl := range slots {
+		if len(sl.Nodes) == 0 || sl.Nodes[0].ID == "" {
+			continue
+		}
+		if v, ok := first[sl.Nodes[0].ID]; !ok || sl.Start < v {
+			first[sl.Nodes[0].ID] = sl.Start
+		}
+	}
+	var mu sync.Mutex
+	var out []master
+	// The client's masters are joined with CLUSTER SLOTS by node ID, not
+	// address: go-redis may rewrite the addresses nodes announce.
+	err = s.cluster.ForEachMaster(ctx, func(ctx context.Context, c *goredis.Client) error {
+		id, err := c.ClusterMyID(ctx).Result()
+		if err != nil {
+			return fmt.Errorf("cluster myid of %s: %w", c.Options().Addr, err)
+		}
+		start, ok := first[id]
+		if !ok {
+			return nil // serves no slot, so holds no key
+		}
+		h := fnv.New32a()
+		h.Write([]byte(id))
+		mu.Lock()
+		out = append(out, master{client: c, tag: h.Sum32(), start: start})
+		mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster masters: %w", err)
+	}
+	if len(out) == 0 || len(out) != len(first) {
+		return nil, fmt.Errorf("cluster topology is changing (%d masters serve slots, the client knows %d of them); retry", len(first), len(out))
+	}
+	slices.SortFunc(out, func(a, b master) int { return a.start - b.start })
+	return out, nil
+}
+
+// cursor is where a List page resumes: the master (node) and its SCAN
+// cursor. A page that ends inside a SCAN step (the step held more than the
+// page had room for) records the step (its start scan, COUNT and end) and
+// the last client id returned: the next page replays the step in client-id
+// order and skips ids <= after.
 type cursor struct {
-	node int
-	scan uint64
+	node   int
+	tagged bool // on Redis Cluster: tag names the master being scanned
+	tag    uint32
+	scan   uint64
 
 	partial bool
 	count   int
@@ -442,13 +475,21 @@ type cursor struct {
 	after   string
 }
 
-// encodeCursor: version byte, flags byte, uvarint node index, uvarint SCAN
-// cursor and, for a partial step, uvarint COUNT, uvarint end and the id.
+// encodeCursor: version byte, flags byte, for a tagged cursor the 4-byte
+// big-endian tag, uvarint node index, uvarint SCAN cursor and, for a
+// partial step, uvarint COUNT, uvarint end and the id.
 func encodeCursor(c cursor) string {
-	buf := make([]byte, 0, 2+4*binary.MaxVarintLen64+len(c.after))
-	buf = append(buf, cursorVersion, 0)
+	buf := make([]byte, 0, 6+4*binary.MaxVarintLen64+len(c.after))
+	var flags byte
 	if c.partial {
-		buf[1] = flagPartial
+		flags |= flagPartial
+	}
+	if c.tagged {
+		flags |= flagTagged
+	}
+	buf = append(buf, cursorVersion, flags)
+	if c.tagged {
+		buf = binary.BigEndian.AppendUint32(buf, c.tag)
 	}
 	buf = binary.AppendUvarint(buf, uint64(c.node))
 	buf = binary.AppendUvarint(buf, c.scan)
@@ -460,17 +501,24 @@ func encodeCursor(c cursor) string {
 	return base64.RawURLEncoding.EncodeToString(buf)
 }
 
-func decodeCursor(s string, nodes, maxCount int) (cursor, error) {
+// decodeCursor parses a cursor; locate then checks it against the masters.
+func decodeCursor(s string, maxCount int) (cursor, error) {
 	if s == "" {
 		return cursor{}, nil
 	}
 	bad := fmt.Errorf("redis list: %w", store.ErrBadCursor)
 	buf, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(buf) < 4 || buf[0] != cursorVersion || buf[1]&^flagPartial != 0 {
+	if err != nil || len(buf) < 4 || buf[0] != cursorVersion || buf[1]&^(flagPartial|flagTagged) != 0 {
 		return cursor{}, bad
 	}
-	c := cursor{partial: buf[1] == flagPartial}
+	c := cursor{partial: buf[1]&flagPartial != 0, tagged: buf[1]&flagTagged != 0}
 	buf = buf[2:]
+	if c.tagged {
+		if len(buf) < 6 {
+			return cursor{}, bad
+		}
+		c.tag, buf = binary.BigEndian.Uint32(buf), buf[4:]
+	}
 	uv := func() (uint64, bool) {
 		v, n := binary.Uvarint(buf)
 		if n <= 0 {
@@ -481,7 +529,7 @@ func decodeCursor(s string, nodes, maxCount int) (cursor, error) {
 	}
 	node, ok1 := uv()
 	scan, ok2 := uv()
-	if !ok1 || !ok2 || node >= uint64(nodes) {
+	if !ok1 || !ok2 || node > math.MaxInt32 {
 		return cursor{}, bad
 	}
 	c.node, c.scan = int(node), scan
@@ -498,6 +546,35 @@ func decodeCursor(s string, nodes, maxCount int) (cursor, error) {
 	}
 	c.count, c.end, c.after = int(count), end, string(buf)
 	return c, nil
+}
+
+// locate points a decoded cursor at its master in nodes. A tagged cursor
+// follows its master to wherever it now sits in the list, SCAN position
+// and all. If that master is gone (failover, removal), the master now at
+// the cursor's index is walked from its start: its keys may come twice,
+// which callers tolerate. Only an index past the list is ErrBadCursor.
+func locate(c cursor, nodes []master) (cursor, error) {
+	if c.tagged {
+		if j := slices.IndexFunc(nodes, func(n master) bool { return n.tag == c.tag }); j >= 0 {
+			c.node = j
+			return c, nil
+		}
+	}
+	if c.node >= len(nodes) {
+		return cursor{}, fmt.Errorf("redis list: %w", store.ErrBadCursor)
+	}
+	if c.tagged {
+		return cursor{node: c.node}, nil
+	}
+	return c, nil
+}
+
+// encode stamps the cursor with the tag of its master on Redis Cluster.
+func (s *Store) encode(c cursor, nodes []master) string {
+	if s.cluster != nil {
+		c.tagged, c.tag = true, nodes[c.node].tag
+	}
+	return encodeCursor(c)
 }
 
 // scanPos orders SCAN cursors along one walk: Redis increments the cursor's
@@ -520,8 +597,15 @@ func (s *Store) List(ctx context.Context, backend string, opts store.ListOptions
 		limit = store.DefaultListLimit
 	}
 	limit = min(limit, store.MaxListLimit)
-	cur, err := decodeCursor(opts.Cursor, len(s.nodes), 4*store.MaxListLimit)
+	cur, err := decodeCursor(opts.Cursor, 4*store.MaxListLimit)
 	if err != nil {
+		return store.Page{}, err
+	}
+	nodes, err := s.masters(ctx)
+	if err != nil {
+		return store.Page{}, fmt.Errorf("redis list: %w", err)
+	}
+	if cur, err = locate(cur, nodes); err != nil {
 		return store.Page{}, err
 	}
 	keyPrefix := s.backendPrefix(backend)
@@ -536,8 +620,7 @@ func (s *Store) List(ctx context.Context, backend string, opts store.ListOptions
 		if replay {
 			count = cur.count
 		}
-		node := s.nodes[cur.node]
-		keys, next, err := node.Scan(ctx, cur.scan, pattern, int64(count)).Result()
+		keys, next, err := nodes[cur.node].client.Scan(ctx, cur.scan, pattern, int64(count)).Result()
 		if err != nil {
 			return store.Page{}, fmt.Errorf("redis list: scan: %w", err)
 		}
@@ -550,7 +633,7 @@ func (s *Store) List(ctx context.Context, backend string, opts store.ListOptions
 				return strings.TrimPrefix(k, keyPrefix) <= cur.after
 			})
 		}
-		batch, err := s.fetch(ctx, node, backend, keyPrefix, keys, opts.Server, seen)
+		batch, err := s.fetch(ctx, backend, keyPrefix, keys, opts.Server, seen)
 		if err != nil {
 			return store.Page{}, fmt.Errorf("redis list: %w", err)
 		}
@@ -563,7 +646,7 @@ func (s *Store) List(ctx context.Context, backend string, opts store.ListOptions
 			slices.SortFunc(batch, func(a, b store.Binding) int { return strings.Compare(a.ClientID, b.ClientID) })
 			page.Items = append(page.Items, batch[:room]...)
 			cur.partial, cur.count, cur.end, cur.after = true, count, next, batch[room-1].ClientID
-			page.NextCursor = encodeCursor(cur)
+			page.NextCursor = s.encode(cur, nodes)
 			return page, nil
 		}
 		page.Items = append(page.Items, batch...)
@@ -571,7 +654,7 @@ func (s *Store) List(ctx context.Context, backend string, opts store.ListOptions
 		cur.scan = next
 		if next == 0 {
 			cur.node++
-			if cur.node == len(s.nodes) {
+			if cur.node == len(nodes) {
 				return page, nil
 			}
 		}
@@ -579,7 +662,7 @@ func (s *Store) List(ctx context.Context, backend string, opts store.ListOptions
 			break
 		}
 	}
-	page.NextCursor = encodeCursor(cur)
+	page.NextCursor = s.encode(cur, nodes)
 	return page, nil
 }
 
@@ -597,12 +680,14 @@ func scanCount(need, limit, asked, found int) int {
 
 // fetch reads the bindings behind keys in one pipeline, skipping keys that
 // vanished since SCAN, ids in seen (which it extends) and, when server is
-// set, bindings of other servers.
-func (s *Store) fetch(ctx context.Context, node goredis.Cmdable, backend, keyPrefix string, keys []string, server string, seen map[string]struct{}) ([]store.Binding, error) {
+// set, bindings of other servers. On Redis Cluster the client splits the
+// pipeline by node and follows MOVED/ASK, so keys migrating meanwhile are
+// still read.
+func (s *Store) fetch(ctx context.Context, backend, keyPrefix string, keys []string, server string, seen map[string]struct{}) ([]store.Binding, error) {
 	if len(keys) == 0 {
 		return nil, nil
 	}
-	pipe := node.Pipeline()
+	pipe := s.rdb.Pipeline()
 	gets := make([]*goredis.StringCmd, len(keys))
 	ttls := make([]*goredis.DurationCmd, len(keys))
 	for i, k := range keys {
@@ -645,17 +730,21 @@ func (s *Store) fetch(ctx context.Context, node goredis.Cmdable, backend, keyPre
 }
 
 // scanAll calls fn with each SCAN step of keys matching pattern on every
-// node. Redis Cluster support will pass each master's client here.
-func (s *Store) scanAll(ctx context.Context, pattern string, fn func(node goredis.Cmdable, keys []string) error) error {
-	for _, node := range s.nodes {
+// master, one master after the other.
+func (s *Store) scanAll(ctx context.Context, pattern string, fn func(keys []string) error) error {
+	nodes, err := s.masters(ctx)
+	if err != nil {
+		return err
+	}
+	for _, node := range nodes {
 		var cur uint64
 		for {
-			keys, next, err := node.Scan(ctx, cur, pattern, scanBatch).Result()
+			keys, next, err := node.client.Scan(ctx, cur, pattern, scanBatch).Result()
 			if err != nil {
 				return fmt.Errorf("scan: %w", err)
 			}
 			if len(keys) > 0 {
-				if err := fn(node, keys); err != nil {
+				if err := fn(keys); err != nil {
 					return err
 				}
 			}
@@ -669,8 +758,8 @@ func (s *Store) scanAll(ctx context.Context, pattern string, fn func(node goredi
 }
 
 // getAll reads keys in one pipeline; a vanished key reads as ok=false.
-func getAll(ctx context.Context, node goredis.Cmdable, keys []string) (vals []string, ok []bool, err error) {
-	pipe := node.Pipeline()
+func (s *Store) getAll(ctx context.Context, keys []string) (vals []string, ok []bool, err error) {
+	pipe := s.rdb.Pipeline()
 	cmds := make([]*goredis.StringCmd, len(keys))
 	for i, k := range keys {
 		cmds[i] = pipe.Get(ctx, k)
@@ -696,8 +785,8 @@ func (s *Store) CountByServer(ctx context.Context, backend string) (map[string]i
 		return nil, fmt.Errorf("redis count: %w", err)
 	}
 	counts := make(map[string]int)
-	err := s.scanAll(ctx, globEscape(s.backendPrefix(backend))+"*", func(node goredis.Cmdable, keys []string) error {
-		vals, ok, err := getAll(ctx, node, keys)
+	err := s.scanAll(ctx, globEscape(s.backendPrefix(backend))+"*", func(keys []string) error {
+		vals, ok, err := s.getAll(ctx, keys)
 		if err != nil {
 			return err
 		}
@@ -723,9 +812,8 @@ func (s *Store) DeleteByServer(ctx context.Context, backend, server string) (int
 	}
 	pinned := encodeValue(server, true)
 	deleted := 0
-	loaded := make(map[goredis.Cmdable]bool)
-	err := s.scanAll(ctx, globEscape(s.backendPrefix(backend))+"*", func(node goredis.Cmdable, keys []string) error {
-		vals, ok, err := getAll(ctx, node, keys)
+	err := s.scanAll(ctx, globEscape(s.backendPrefix(backend))+"*", func(keys []string) error {
+		vals, ok, err := s.getAll(ctx, keys)
 		if err != nil {
 			return err
 		}
@@ -738,17 +826,13 @@ func (s *Store) DeleteByServer(ctx context.Context, backend, server string) (int
 		if len(doomed) == 0 {
 			return nil
 		}
-		// EVALSHA in a pipeline cannot fall back on NOSCRIPT, so load first.
-		if !loaded[node] {
-			if err := deleteIfScript.Load(ctx, node).Err(); err != nil {
-				return fmt.Errorf("script load: %w", err)
-			}
-			loaded[node] = true
-		}
-		pipe := node.Pipeline()
+		// EVAL, not EVALSHA: a pipeline cannot fall back on NOSCRIPT, and
+		// each node (and a replica promoted meanwhile) has a script cache
+		// of its own. The script is short; Redis compiles it once.
+		pipe := s.rdb.Pipeline()
 		cmds := make([]*goredis.Cmd, len(doomed))
 		for i, k := range doomed {
-			cmds[i] = deleteIfScript.EvalSha(ctx, pipe, []string{k}, server, pinned)
+			cmds[i] = deleteIfScript.Eval(ctx, pipe, []string{k}, server, pinned)
 		}
 		_, _ = pipe.Exec(ctx)
 		for _, c := range cmds {

@@ -4,7 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"regexp"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,21 +24,36 @@ var prefixSeq atomic.Int64
 // removed when the test ends.
 func newTestStore(t testing.TB, r *testenv.Redis) *Store {
 	t.Helper()
+	return newURLStore(t, r.URL)
+}
+
+// newURLStore is newTestStore on any URL (sentinel, cluster).
+func newURLStore(t testing.TB, url string) *Store {
+	t.Helper()
 	prefix := fmt.Sprintf("t%d[*?]\\:", prefixSeq.Add(1))
 	// The contract is about semantics, not latency: a generous budget keeps
 	// cold-pool bursts under -race on a busy machine from timing out.
-	s, err := New(context.Background(), Options{URL: r.URL, Prefix: prefix, OpTimeout: 2 * time.Second})
+	s, err := New(context.Background(), Options{URL: url, Prefix: prefix, OpTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	t.Cleanup(func() {
-		ctx := context.Background()
-		_ = s.scanAll(ctx, globEscape(prefix)+"*", func(node goredis.Cmdable, keys []string) error {
-			return node.Unlink(ctx, keys...).Err()
-		})
-		_ = s.Close()
-	})
+	t.Cleanup(func() { cleanup(s, prefix) })
 	return s
+}
+
+// cleanup removes the keys under prefix and closes s. One UNLINK per key:
+// on Redis Cluster a multi-key UNLINK must stay within one slot.
+func cleanup(s *Store, prefix string) {
+	ctx := context.Background()
+	_ = s.scanAll(ctx, globEscape(prefix)+"*", func(keys []string) error {
+		pipe := s.rdb.Pipeline()
+		for _, k := range keys {
+			pipe.Unlink(ctx, k)
+		}
+		_, err := pipe.Exec(ctx)
+		return err
+	})
+	_ = s.Close()
 }
 
 func TestContract(t *testing.T) {
@@ -109,10 +125,15 @@ func TestClientOption(t *testing.T) {
 	if err := c.Ping(ctx).Err(); err != nil {
 		t.Fatalf("Close closed the caller's client: %v", err)
 	}
-	cc := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: []string{r.Addr}})
-	defer cc.Close()
-	if _, err := New(ctx, Options{Client: cc}); err == nil {
-		t.Fatal("New accepted a cluster client")
+	ring := goredis.NewRing(&goredis.RingOptions{Addrs: map[string]string{"a": r.Addr}})
+	defer ring.Close()
+	if _, err := New(ctx, Options{Client: ring}); err == nil {
+		t.Fatal("New accepted a ring client")
+	}
+	fcc := goredis.NewFailoverClusterClient(&goredis.FailoverOptions{MasterName: "m", SentinelAddrs: []string{r.Addr}})
+	defer fcc.Close()
+	if _, err := New(ctx, Options{Client: fcc}); err == nil {
+		t.Fatal("New accepted a failover cluster client")
 	}
 }
 
@@ -237,41 +258,6 @@ func TestScriptFlush(t *testing.T) {
 	}
 }
 
-func TestClientOptions(t *testing.T) {
-	o, err := clientOptions("redis://u:pw@h:1/3?pool_size=7&read_timeout=2s", 30*time.Millisecond)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o.Addrs[0] != "h:1" || o.DB != 3 || o.Username != "u" || o.Password != "pw" ||
-		o.PoolSize != 7 || o.ReadTimeout != 2*time.Second || o.WriteTimeout != 30*time.Millisecond ||
-		o.PoolTimeout != 30*time.Millisecond || o.MaxRetries != 1 || !o.ContextTimeoutEnabled || !o.DisableIdentity {
-		t.Fatalf("options = %+v", o)
-	}
-	o, err = clientOptions("unix:///run/redis.sock?db=2", DefaultOpTimeout)
-	if err != nil || o.Addrs[0] != "/run/redis.sock" || o.DB != 2 {
-		t.Fatalf("unix options = %+v, %v", o, err)
-	}
-	o, err = clientOptions("rediss://h:1/0", DefaultOpTimeout)
-	if err != nil || o.TLSConfig == nil || o.TLSConfig.ServerName != "h" {
-		t.Fatalf("rediss options = %+v, %v", o, err)
-	}
-	for _, bad := range []string{
-		"",
-		"http://h:1",
-		"redis://user:s3cret@h:notaport/0",
-		"redis://user:s3cret@h:1/0?bogus=1",
-		"redis://user:s3cret@h:1/x",
-		"redis://user:s3cret@h:1/0\x7f",
-	} {
-		_, err := clientOptions(bad, DefaultOpTimeout)
-		if err == nil {
-			t.Errorf("clientOptions(%q) succeeded", bad)
-		} else if strings.Contains(err.Error(), "s3cret") {
-			t.Errorf("error leaks the password: %v", err)
-		}
-	}
-}
-
 func TestGlobEscape(t *testing.T) {
 	for in, want := range map[string]string{
 		"plain":      "plain",
@@ -292,25 +278,57 @@ func TestCursor(t *testing.T) {
 		{node: 2, scan: 12345},
 		{node: 1, scan: 7, partial: true, count: 90, end: 0, after: ""},
 		{scan: 7, partial: true, count: 4000, end: 1 << 40, after: "id\x00\xff*"},
+		{node: 2, tagged: true, tag: 0xdeadbeef, scan: 9},
+		{node: 1, tagged: true, tag: 1, scan: 7, partial: true, count: 5, end: 3, after: "x"},
 	} {
-		got, err := decodeCursor(encodeCursor(c), 3, 4000)
+		got, err := decodeCursor(encodeCursor(c), 4000)
 		if err != nil || got != c {
 			t.Errorf("round trip %+v = %+v, %v", c, got, err)
 		}
 	}
 	for _, bad := range []string{
-		encodeCursor(cursor{node: 1, scan: 5}),                         // no such node
 		encodeCursor(cursor{scan: 5}) + "AA",                           // trailing bytes
 		encodeCursor(cursor{scan: 5})[:3],                              // truncated
+		encodeCursor(cursor{tagged: true, tag: 7, scan: 5})[:7],        // truncated tag
 		encodeCursor(cursor{scan: 5, partial: true, count: 4001}),      // COUNT out of range
 		encodeCursor(cursor{scan: 5, partial: true, count: 0, end: 1}), // COUNT out of range
 		"AQ",     // version only
 		"AgAABQ", // unknown version 2
-		"AQIABQ", // unknown flag
+		"AQQABQ", // unknown flag
 	} {
-		if _, err := decodeCursor(bad, 1, 4000); !errors.Is(err, store.ErrBadCursor) {
+		if _, err := decodeCursor(bad, 4000); !errors.Is(err, store.ErrBadCursor) {
 			t.Errorf("decodeCursor(%q) = %v, want ErrBadCursor", bad, err)
 		}
+	}
+}
+
+// locate follows a cluster master that moved in the list, restarts the
+// master at the cursor's index when its own is gone, and rejects an index
+// past the list.
+func TestLocate(t *testing.T) {
+	nodes := []master{{tag: 10}, {tag: 20}, {tag: 30}}
+	for _, tc := range []struct {
+		in, want cursor
+	}{
+		{cursor{node: 1, scan: 5}, cursor{node: 1, scan: 5}},
+		{cursor{node: 0, tagged: true, tag: 30, scan: 5, partial: true, count: 3, after: "a"},
+			cursor{node: 2, tagged: true, tag: 30, scan: 5, partial: true, count: 3, after: "a"}},
+		{cursor{node: 5, tagged: true, tag: 20, scan: 5}, cursor{node: 1, tagged: true, tag: 20, scan: 5}},
+		{cursor{node: 1, tagged: true, tag: 99, scan: 5, partial: true, count: 3}, cursor{node: 1}},
+	} {
+		got, err := locate(tc.in, nodes)
+		if err != nil || got != tc.want {
+			t.Errorf("locate(%+v) = %+v, %v; want %+v", tc.in, got, err, tc.want)
+		}
+	}
+	for _, c := range []cursor{{node: 3}, {node: 3, tagged: true, tag: 99}} {
+		if _, err := locate(c, nodes); !errors.Is(err, store.ErrBadCursor) {
+			t.Errorf("locate(%+v) = %v, want ErrBadCursor", c, err)
+		}
+	}
+	// A standalone store has one node.
+	if _, err := locate(cursor{node: 1}, []master{{}}); !errors.Is(err, store.ErrBadCursor) {
+		t.Errorf("locate(node 1 of 1) = %v, want ErrBadCursor", err)
 	}
 }
 
@@ -455,4 +473,99 @@ func TestListUnderChurn(t *testing.T) {
 		dups += max(n-1, 0)
 	}
 	t.Logf("%d distinct ids listed, %d stable ids listed twice or more", len(seen), dups)
+}
+
+// Every script reads and writes KEYS[1] only, and every call passes exactly
+// one key: on Redis Cluster all keys of a script must share a slot, and a
+// script touching a key it was not given would break on any slot.
+func TestScriptsTouchOneKey(t *testing.T) {
+	keyRef := regexp.MustCompile(`KEYS\[[^\]]*\]`)
+	for name, src := range map[string]string{
+		"claim": claimSrc, "move": moveSrc, "get": getSrc, "deleteIf": deleteIfSrc,
+	} {
+		refs := keyRef.FindAllString(src, -1)
+		if len(refs) == 0 {
+			t.Errorf("%s script uses no key", name)
+		}
+		for _, r := range refs {
+			if r != "KEYS[1]" {
+				t.Errorf("%s script refers to %s", name, r)
+			}
+		}
+		// redis.call with a computed key name would hide from KEYS.
+		for _, call := range regexp.MustCompile(`redis\.call\('[A-Z]+', ([^,)]+)`).FindAllStringSubmatch(src, -1) {
+			if call[1] != "KEYS[1]" {
+				t.Errorf("%s script calls Redis on %s", name, call[1])
+			}
+		}
+	}
+
+	// At run time: every EVAL/EVALSHA the Store sends declares one key.
+	ctx := context.Background()
+	r := testenv.StartRedis(t)
+	c := rawClient(t, r)
+	h := &evalHook{}
+	c.AddHook(h)
+	s, err := New(ctx, Options{Client: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetOrClaim(ctx, "be", "a", "s1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Move(ctx, "be", "a", "s1", "s2", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, "be", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := s.DeleteByServer(ctx, "be", "s2"); err != nil || n != 1 {
+		t.Fatalf("DeleteByServer = %d, %v", n, err)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.evals < 4 {
+		t.Fatalf("saw %d script calls, want at least 4", h.evals)
+	}
+	for _, bad := range h.bad {
+		t.Errorf("script call with other than one key: %v", bad)
+	}
+}
+
+// evalHook records script calls and those not declaring exactly one key.
+type evalHook struct {
+	mu    sync.Mutex
+	evals int
+	bad   [][]any
+}
+
+func (h *evalHook) DialHook(next goredis.DialHook) goredis.DialHook { return next }
+
+func (h *evalHook) check(cmd goredis.Cmder) {
+	switch cmd.Name() {
+	case "eval", "evalsha", "eval_ro", "evalsha_ro":
+		args := cmd.Args()
+		h.mu.Lock()
+		h.evals++
+		if len(args) < 3 || fmt.Sprint(args[2]) != "1" {
+			h.bad = append(h.bad, args)
+		}
+		h.mu.Unlock()
+	}
+}
+
+func (h *evalHook) ProcessHook(next goredis.ProcessHook) goredis.ProcessHook {
+	return func(ctx context.Context, cmd goredis.Cmder) error {
+		h.check(cmd)
+		return next(ctx, cmd)
+	}
+}
+
+func (h *evalHook) ProcessPipelineHook(next goredis.ProcessPipelineHook) goredis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []goredis.Cmder) error {
+		for _, c := range cmds {
+			h.check(c)
+		}
+		return next(ctx, cmds)
+	}
 }
