@@ -22,36 +22,68 @@ func twoInstances(t *testing.T, redisURL string) (a, b *stack) {
 
 // Two instances, one map: clients placed through A while n1 was down
 // (so their binding is not what the hash would pick) reach the same node
-// through B, which never saw them.
+// through B, which never saw them. On each Redis topology: standalone, a
+// three-master Cluster, and Sentinel (master, replica, three sentinels) with
+// a failover between placement and reconnection.
 func TestTwoInstancesShareOneMap(t *testing.T) {
-	r := testenv.StartRedis(t)
-	a, b := twoInstances(t, r.URL)
-	clients := ids("shared", 120)
-	first := a.placeWhileDown("n1", clients)
-
-	for round := 0; round < 4; round++ {
-		via := a
-		if round%2 == 0 {
-			via = b
-		}
-		got := via.connectAll(clients)
-		for _, id := range clients {
-			if got[id] != first[id] {
-				t.Fatalf("round %d via %s: %s reached %s, first %s", round, via.feAddr, id, got[id], first[id])
+	topologies := []struct {
+		name  string
+		start func(t *testing.T) (url string, afterPlacement func())
+	}{
+		{"standalone", func(t *testing.T) (string, func()) { return testenv.StartRedis(t).URL, func() {} }},
+		{"cluster", func(t *testing.T) (string, func()) { return testenv.StartRedisCluster(t).URL, func() {} }},
+		{"sentinel", func(t *testing.T) (string, func()) {
+			rs := testenv.StartRedisSentinel(t)
+			return rs.URL, func() {
+				// Let the replica catch up, then lose the master.
+				time.Sleep(time.Second)
+				rs.Failover(t)
 			}
-		}
+		}},
 	}
-	// And new clients, alternating instances, each stay on one node.
-	fresh := ids("alt", 100)
-	seen := map[string]string{}
-	for round := 0; round < 4; round++ {
-		via := []*stack{a, b}[round%2]
-		for id, n := range via.connectAll(fresh) {
-			if seen[id] != "" && seen[id] != n {
-				t.Fatalf("%s reached %s then %s", id, seen[id], n)
+	for _, topo := range topologies {
+		t.Run(topo.name, func(t *testing.T) {
+			url, afterPlacement := topo.start(t)
+			a, b := twoInstances(t, url)
+			clients := ids("shared", 120)
+			first := a.placeWhileDown("n1", clients)
+			afterPlacement()
+			for round := 0; round < 4; round++ {
+				via := []*stack{b, a}[round%2]
+				var got map[string]string
+				if round == 0 {
+					// After a failover the agents reconnect by themselves;
+					// meanwhile they fail open, so wait for the map to answer.
+					testenv.Eventually(t, 30*time.Second, func() error {
+						got = via.connectAll(clients)
+						for _, id := range clients {
+							if got[id] != first[id] {
+								return fmt.Errorf("%s reached %s, first %s", id, got[id], first[id])
+							}
+						}
+						return nil
+					})
+					continue
+				}
+				got = via.connectAll(clients)
+				for _, id := range clients {
+					if got[id] != first[id] {
+						t.Fatalf("round %d via %s: %s reached %s, first %s", round, via.feAddr, id, got[id], first[id])
+					}
+				}
 			}
-			seen[id] = n
-		}
+			// New clients, alternating instances, each stay on one node.
+			fresh := ids("alt", 60)
+			seen := map[string]string{}
+			for round := 0; round < 4; round++ {
+				for id, n := range []*stack{a, b}[round%2].connectAll(fresh) {
+					if seen[id] != "" && seen[id] != n {
+						t.Fatalf("%s reached %s then %s", id, seen[id], n)
+					}
+					seen[id] = n
+				}
+			}
+		})
 	}
 }
 
