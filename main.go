@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/stickyd/stickyd/ctl"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -19,6 +21,8 @@ Usage:
   stickyd haproxy-config --config FILE --out DIR [--log-connections]
                                           write DIR/haproxy.cfg and its SPOE file
   stickyd check-config   --config FILE    validate a configuration file
+  stickyd ctl COMMAND ...                 administer bindings and servers over the
+                                          admin API (stickyd ctl help)
   stickyd version                         print the version
 
 Every configuration scalar can be overridden by a STICKYD_* environment
@@ -59,6 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return checkConfig(*configPath, stdout, stderr)
+	case "ctl": // its own flags (not --config) and exit codes
+		return ctl.Run(args, stdout, stderr, os.Getenv)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "stickyd", version)
 		return 0

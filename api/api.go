@@ -136,6 +136,7 @@ func (s *Server) routes(e *echo.Echo, token string) {
 	e.GET("/openapi.yaml", func(c echo.Context) error {
 		return c.Blob(http.StatusOK, "application/yaml", openapiYAML)
 	})
+	s.dashboardRoutes(e) // static page, open: GET /, /dashboard, /dashboard/... (dashboard.go)
 
 	// Middleware goes on each /v1 route rather than on a Group: a Group
 	// with middleware adds a catch-all that turns every 405 into a 404.
