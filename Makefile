@@ -35,9 +35,15 @@ FUZZTIME ?= 60s
 fuzz:
 	$(GO) test ./haproxy -run '^$$' -fuzz FuzzValidateFrame -fuzztime $(FUZZTIME)
 
-# Hot-path micro-benchmarks (ns/op, allocs/op). Compare runs with benchstat.
-bench: deps
-	STICKYD_REQUIRE_BINARIES=1 $(GO) test -run '^$$' -bench . -benchmem -count 5 ./agent ./store/... ./haproxy | tee bench.out
+# Benchmarks (deploy/bench/README.md), about 6 minutes: the hot-path
+# micro-benchmarks (ns/op, allocs/op, into bench.out: compare runs with
+# benchstat), then HAProxy's native stick table, stickyd on memory and on
+# Redis, and round robin side by side under a reconnect storm, and memory at
+# a million bindings: a table on stdout and in bin/bench-results.md.
+# BENCH_ARGS passes flags to the latter, e.g. BENCH_ARGS="--scale 0 --cycles 2".
+bench: deps build
+	STICKYD_REQUIRE_BINARIES=1 $(GO) test -run '^$$' -bench . -benchmem -count 6 -benchtime 200ms ./agent ./store/... ./haproxy | tee bench.out
+	$(GO) run ./deploy/bench --stickyd $(BIN) --out bin/bench-results.md $(BENCH_ARGS)
 
 # The whole stack in the foreground: two mosquitto brokers, stickyd on the
 # embedded store, HAProxy on the generated configuration. Ctrl-C stops it.

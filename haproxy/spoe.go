@@ -4,6 +4,7 @@
 package haproxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -18,10 +19,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/negasus/haproxy-spoe-go/action"
+	"github.com/negasus/haproxy-spoe-go/frame"
+	"github.com/negasus/haproxy-spoe-go/message"
 	"github.com/negasus/haproxy-spoe-go/payload/kv"
-	"github.com/negasus/haproxy-spoe-go/request"
-	"github.com/negasus/haproxy-spoe-go/worker"
 
 	"github.com/stickyd/stickyd/agent"
 )
@@ -60,11 +60,12 @@ type SPOEStats struct {
 	HealthChecks atomic.Uint64
 }
 
-// SPOEServer is an SPOE agent over negasus/haproxy-spoe-go v1.0.7 with the
-// guard rails that library lacks: its own accept loop with connection
-// tracking, every frame validated (length first) before the library reads
-// it, panics recovered, only string values sent back, and a graceful
-// shutdown that lets in-flight frames finish.
+// SPOEServer is an SPOE agent. negasus/haproxy-spoe-go v1.0.7 decodes the
+// frames HAProxy sends; the rest is ours, for the guard rails that library
+// lacks and for speed: the accept and frame loops with connection tracking,
+// every frame validated (length first) before the library reads it, panics
+// recovered, the agent's frames encoded here (only string values), and a
+// graceful shutdown that lets in-flight frames finish.
 type SPOEServer struct {
 	decider      Decider
 	log          *slog.Logger
@@ -73,6 +74,8 @@ type SPOEServer struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	workers workers
 
 	mu       sync.Mutex
 	listener net.Listener
@@ -88,7 +91,8 @@ func NewSPOEServer(d Decider, log *slog.Logger, maxFrameSize int) *SPOEServer {
 	return &SPOEServer{
 		decider: d, log: log, maxFrameSize: maxFrameSize,
 		ctx: ctx, cancel: cancel,
-		conns: map[*guardConn]struct{}{},
+		conns:   map[*guardConn]struct{}{},
+		workers: workers{work: make(chan func()), done: ctx.Done()},
 	}
 }
 
@@ -122,7 +126,7 @@ func (s *SPOEServer) Serve(l net.Listener) error {
 		if tc, ok := c.(*net.TCPConn); ok {
 			_ = tc.SetNoDelay(true)
 		}
-		g := &guardConn{Conn: c, srv: s, maxFrame: min(s.maxFrameSize, helloMaxFrame)}
+		g := &guardConn{Conn: c, srv: s, maxFrame: min(s.maxFrameSize, helloMaxFrame), br: bufio.NewReaderSize(c, readBufSize)}
 		if !s.track(g, true) {
 			_ = c.Close()
 			return nil
@@ -164,10 +168,67 @@ func (s *SPOEServer) handleConn(g *guardConn) {
 		if r := recover(); r != nil {
 			s.Stats.Panics.Add(1)
 			s.log.Error("spoe: panic in connection; closed it", "panic", r, "remote", g.RemoteAddr().String())
-			_ = g.Conn.Close()
 		}
+		_ = g.Conn.Close()
 	}()
-	worker.Handle(g, s.handle, libLogger{s.log})
+	if err := s.serveConn(g); err != nil {
+		s.log.Debug("spoe: connection ended", "remote", g.RemoteAddr().String(), "err", err)
+	}
+}
+
+// serveConn speaks SPOP on one connection: HELLO, then NOTIFY frames until
+// DISCONNECT or the end of the stream. Frames reach the library's decoder
+// only once validated; the agent's frames are encoded here, each whole in
+// one write. Each NOTIFY is handled on a worker goroutine, off this one, as
+// the library did: a decision may wait on the store, and must not hold the
+// frames HAProxy pipelined behind it.
+func (s *SPOEServer) serveConn(g *guardConn) error {
+	w := &frameWriter{conn: g.Conn}
+	var inflight sync.WaitGroup
+	defer inflight.Wait() // every NOTIFY read is answered before the close
+	hello := false
+	for {
+		f := frame.AcquireFrame()
+		if err := f.Read(g); err != nil {
+			frame.ReleaseFrame(f)
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		switch {
+		case f.Type == frame.TypeHaproxyHello && !hello:
+			healthcheck := f.Healthcheck
+			frame.ReleaseFrame(f)
+			if err := w.agentHello(uint32(g.maxFrame)); err != nil || healthcheck {
+				return err
+			}
+			hello = true
+		case f.Type == frame.TypeHaproxyDisconnect && hello:
+			frame.ReleaseFrame(f)
+			inflight.Wait()
+			return w.agentDisconnect()
+		case f.Type == frame.TypeNotify && hello:
+			inflight.Add(1)
+			s.workers.run(func() {
+				defer inflight.Done()
+				s.notify(w, f)
+			})
+		default:
+			typ := f.Type
+			frame.ReleaseFrame(f)
+			return fmt.Errorf("unexpected frame type %d (after HELLO: %v)", typ, hello)
+		}
+	}
+}
+
+// notify answers one NOTIFY frame and releases it.
+func (s *SPOEServer) notify(w *frameWriter, f *frame.Frame) {
+	defer frame.ReleaseFrame(f)
+	server := s.decideMessages(f.Messages)
+	if err := w.ack(f.StreamID, f.FrameID, server); err != nil {
+		s.log.Debug("spoe: cannot write ACK", "err", err)
+	}
 }
 
 // Shutdown stops accepting, lets every connection finish the frames it is
@@ -200,34 +261,40 @@ func (s *SPOEServer) Shutdown(ctx context.Context) error {
 	}
 }
 
-// handle runs in a library goroutine per NOTIFY frame.
-func (s *SPOEServer) handle(req *request.Request) {
+// queries recycles Query values: the decider is an interface, so a Query
+// passed to it would otherwise escape to the heap at every message.
+var queries = sync.Pool{New: func() any { return new(agent.Query) }}
+
+// decideMessages decides every stickyd message of a NOTIFY and returns the
+// server to set ("" for none; the last message wins, as successive set-var
+// actions would in HAProxy).
+func (s *SPOEServer) decideMessages(msgs *message.Messages) (server string) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.Stats.Panics.Add(1)
 			s.log.Error("spoe: panic in handler; answered without actions", "panic", r)
-			req.Actions.Reset()
+			server = ""
 		}
 	}()
-	var q agent.Query
-	for i := 0; i < req.Messages.Len(); i++ {
-		msg, err := req.Messages.GetByIndex(i)
+	q := queries.Get().(*agent.Query)
+	defer queries.Put(q)
+	for i := 0; i < msgs.Len(); i++ {
+		msg, err := msgs.GetByIndex(i)
 		if err != nil || !strings.HasPrefix(msg.Name, MessageName) {
 			continue
 		}
 		s.Stats.Messages.Add(1)
 		q.Reset()
-		if err := s.fillQuery(&q, msg.KV.Data()); err != nil {
+		if err := s.fillQuery(q, msg.KV.Data()); err != nil {
 			s.Stats.BadMessages.Add(1)
 			s.log.Debug("spoe: message ignored", "err", err)
 			continue
 		}
-		d := s.decider.Decide(s.ctx, &q)
-		if d.Server != "" {
-			// Strings only: the library panics encoding negative or large ints.
-			req.Actions.SetVar(action.ScopeSession, VarServer, d.Server)
+		if d := s.decider.Decide(s.ctx, q); d.Server != "" {
+			server = d.Server
 		}
 	}
+	return server
 }
 
 type kvItem = kv.Item
@@ -243,11 +310,15 @@ func (s *SPOEServer) fillQuery(q *agent.Query, items []kvItem) error {
 	for _, it := range items {
 		switch it.Name {
 		case argBackend:
-			name, ok := asBytes(it.Value)
-			if !ok {
+			// str(<backend>) arrives as a string: use it as is, no copy.
+			switch v := it.Value.(type) {
+			case string:
+				q.Backend = v
+			case []byte:
+				q.Backend = string(v)
+			default:
 				return fmt.Errorf("%s: want string, got %T", argBackend, it.Value)
 			}
-			q.Backend = string(name)
 			if bl != nil {
 				be = bl.Backend(q.Backend)
 			}
@@ -320,10 +391,15 @@ func asUint(v any) (uint64, bool) {
 // helloMaxFrame bounds frames before the HELLO has told us HAProxy's size.
 const helloMaxFrame = 16 << 10
 
+// readBufSize buffers the connection: one read() takes in every frame
+// HAProxy has sent so far, not two per frame (length, then body).
+const readBufSize = 8 << 10
+
 // guardConn hands the library one validated frame at a time.
 type guardConn struct {
 	net.Conn
 	srv      *SPOEServer
+	br       *bufio.Reader
 	maxFrame int
 	hdr      [frameHeaderLen]byte
 	buf      []byte
@@ -352,7 +428,7 @@ func (g *guardConn) next() error {
 	if g.stopping.Load() {
 		return io.EOF
 	}
-	if _, err := io.ReadFull(g.Conn, g.hdr[:]); err != nil {
+	if _, err := io.ReadFull(g.br, g.hdr[:]); err != nil {
 		return g.readErr(err)
 	}
 	n, err := frameLen(g.hdr[:], g.maxFrame)
@@ -364,7 +440,7 @@ func (g *guardConn) next() error {
 	}
 	g.buf = g.buf[:frameHeaderLen+n]
 	copy(g.buf, g.hdr[:])
-	if _, err := io.ReadFull(g.Conn, g.buf[frameHeaderLen:]); err != nil {
+	if _, err := io.ReadFull(g.br, g.buf[frameHeaderLen:]); err != nil {
 		return g.readErr(err)
 	}
 	fi, err := validateFrame(g.buf[frameHeaderLen:])
@@ -376,7 +452,7 @@ func (g *guardConn) next() error {
 			g.srv.Stats.HealthChecks.Add(1)
 		}
 		if fi.MaxFrameSize > 0 {
-			// The library echoes HAProxy's size; never accept more than we cap.
+			// Announced in AGENT-HELLO: at most HAProxy's size, and our cap.
 			g.maxFrame = min(int(fi.MaxFrameSize), g.srv.maxFrameSize)
 		}
 	}
@@ -404,10 +480,67 @@ func (g *guardConn) readErr(err error) error {
 	return err
 }
 
-// libLogger routes the library's messages to slog at debug: with our own
-// validation in front, what it reports is connection noise.
-type libLogger struct{ log *slog.Logger }
+// frameWriter writes whole frames to one connection; ACKs may come from
+// several goroutines.
+type frameWriter struct {
+	mu   sync.Mutex
+	conn net.Conn
+	buf  []byte
+}
 
-func (l libLogger) Errorf(format string, args ...interface{}) {
-	l.log.Debug("spoe library: " + fmt.Sprintf(format, args...))
+func (w *frameWriter) write(encode func([]byte) []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = encode(w.buf[:0])
+	if _, err := w.conn.Write(w.buf); err != nil {
+		return fmt.Errorf("spoe write: %w", err)
+	}
+	return nil
+}
+
+func (w *frameWriter) ack(sid, fid uint64, server string) error {
+	return w.write(func(b []byte) []byte { return appendAck(b, sid, fid, server) })
+}
+
+func (w *frameWriter) agentHello(maxFrame uint32) error {
+	return w.write(func(b []byte) []byte { return appendAgentHello(b, maxFrame) })
+}
+
+func (w *frameWriter) agentDisconnect() error {
+	return w.write(appendAgentDisconnect)
+}
+
+// workers runs NOTIFY handlers on goroutines that outlive one frame: a
+// handler's stack, grown once by a store round trip, is reused instead of
+// grown again (morestack, copystack) for every frame. An idle worker exits
+// after workerIdle, or at shutdown.
+type workers struct {
+	work chan func()
+	done <-chan struct{}
+}
+
+const workerIdle = 2 * time.Second
+
+func (p *workers) run(f func()) {
+	select {
+	case p.work <- f: // an idle worker took it
+	default:
+		go p.loop(f)
+	}
+}
+
+func (p *workers) loop(f func()) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		f()
+		idle.Reset(workerIdle)
+		select {
+		case f = <-p.work:
+		case <-idle.C:
+			return
+		case <-p.done:
+			return
+		}
+	}
 }

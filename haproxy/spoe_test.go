@@ -39,22 +39,7 @@ func (f *fakeDecider) Decide(_ context.Context, q *agent.Query) agent.Decision {
 
 func startServer(t *testing.T, d Decider) (*SPOEServer, string) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := NewSPOEServer(d, slog.New(slog.NewTextHandler(io.Discard, nil)), 65536)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(l) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.Shutdown(ctx)
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return s, l.Addr().String()
+	return startServerMax(t, d, 65536)
 }
 
 // readFrame reads one frame and returns its body (after the length).

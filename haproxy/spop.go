@@ -234,3 +234,80 @@ func (r *reader) kvList(fn func(name string, t byte, v value) error) error {
 	}
 	return nil
 }
+
+// Frames the agent sends (doc/SPOE.txt §3.2): each is encoded whole and
+// written with one write(), as HAProxy 3.2 resets on a frame split across
+// segments.
+
+const (
+	frameAgentHello      = 101
+	frameAgentDisconnect = 102
+	frameAck             = 103
+
+	actionSetVar = 1
+	scopeSession = 1
+
+	// agentCapabilities are those the agent announces: the frames of one
+	// connection may be answered out of order.
+	agentCapabilities = "pipelining,async"
+	spopVersion       = "2.0"
+)
+
+// appendVarint encodes HAProxy's variable-length integer.
+func appendVarint(b []byte, v uint64) []byte {
+	if v < 240 {
+		return append(b, byte(v))
+	}
+	b = append(b, byte(v)|0xf0)
+	v = (v - 240) >> 4
+	for v >= 128 {
+		b = append(b, byte(v)|0x80)
+		v = (v - 128) >> 7
+	}
+	return append(b, byte(v))
+}
+
+func appendBytes(b []byte, s string) []byte { return append(appendVarint(b, uint64(len(s))), s...) }
+
+// beginFrame appends a frame header with a placeholder length; endFrame
+// fills the length in.
+func beginFrame(b []byte, typ byte, sid, fid uint64) []byte {
+	b = append(b, 0, 0, 0, 0, typ, 0, 0, 0, flagFin)
+	b = appendVarint(b, sid)
+	return appendVarint(b, fid)
+}
+
+func endFrame(b []byte) []byte {
+	binary.BigEndian.PutUint32(b, uint32(len(b)-frameHeaderLen))
+	return b
+}
+
+// appendAck is an ACK with, when server is set, the one action the agent
+// ever sends: set-var(sess.<prefix>.server) to a string.
+func appendAck(b []byte, sid, fid uint64, server string) []byte {
+	b = beginFrame(b, frameAck, sid, fid)
+	if server != "" {
+		b = append(b, actionSetVar, 3, scopeSession)
+		b = appendBytes(b, VarServer)
+		b = appendBytes(append(b, typeString), server)
+	}
+	return endFrame(b)
+}
+
+// appendAgentHello answers HAPROXY-HELLO with the frame size the agent
+// accepts (at most HAProxy's).
+func appendAgentHello(b []byte, maxFrame uint32) []byte {
+	b = beginFrame(b, frameAgentHello, 0, 0)
+	b = appendBytes(append(appendBytes(b, "version"), typeString), spopVersion)
+	b = appendVarint(append(appendBytes(b, "max-frame-size"), typeUint32), uint64(maxFrame))
+	b = appendBytes(append(appendBytes(b, "capabilities"), typeString), agentCapabilities)
+	return endFrame(b)
+}
+
+// appendAgentDisconnect answers HAPROXY-DISCONNECT: a normal close.
+func appendAgentDisconnect(b []byte) []byte {
+	b = beginFrame(b, frameAgentDisconnect, 0, 0)
+	b = appendVarint(append(appendBytes(b, "status-code"), typeUint32), 0)
+	b = appendBytes(append(appendBytes(b, "message"), typeString), "connection closed by server")
+	return endFrame(b)
+}

@@ -1,0 +1,105 @@
+package haproxy
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+)
+
+// The agent's own frames, read back with the validator's reader.
+
+// agentKVs decodes the key-values of an AGENT-HELLO or AGENT-DISCONNECT body.
+func agentKVs(t *testing.T, body []byte, typ byte) map[string]value {
+	t.Helper()
+	if body[0] != typ {
+		t.Fatalf("frame type %d, want %d", body[0], typ)
+	}
+	r := reader{b: body[5:]}
+	if _, err := r.varint(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.varint(); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]value{}
+	if err := r.kvList(func(name string, _ byte, v value) error { out[name] = v; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestAgentHelloAnnouncesTheSmallerFrameSize(t *testing.T) {
+	// HAProxy offers 16380 (helloFrame); the agent's cap is smaller.
+	_, addr := startServerMax(t, &fakeDecider{}, 8192)
+	c := dialRaw(t, addr)
+	if _, err := c.Write(helloFrame(false)); err != nil {
+		t.Fatal(err)
+	}
+	kv := agentKVs(t, readFrame(t, c), frameAgentHello)
+	if string(kv["version"].s) != "2.0" || kv["max-frame-size"].u != 8192 || string(kv["capabilities"].s) != agentCapabilities {
+		t.Fatalf("AGENT-HELLO: %+v", kv)
+	}
+}
+
+func TestDisconnectIsAnsweredAfterInFlightFrames(t *testing.T) {
+	d := &fakeDecider{answer: "n1", block: make(chan struct{})}
+	_, addr := startServer(t, d)
+	c := dialHello(t, addr)
+	if _, err := c.Write(notifyFrame(9, 1, MessageName, connectMsg([]byte("dev-1")))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Write(rawFrame(frameHAProxyDisconnect, flagFin, 0, 0, putKVs(nil, []kvp{{"status-code", uint32(0)}, {"message", "bye"}}))); err != nil {
+		t.Fatal(err)
+	}
+	close(d.block)
+	if sid, _, srv := ackServer(t, readFrame(t, c)); sid != 9 || srv != "n1" {
+		t.Fatalf("ACK sid %d server %q", sid, srv)
+	}
+	if kv := agentKVs(t, readFrame(t, c), frameAgentDisconnect); kv["status-code"].u != 0 {
+		t.Fatalf("AGENT-DISCONNECT: %+v", kv)
+	}
+	if n, _ := c.Read(make([]byte, 1)); n != 0 {
+		t.Fatal("connection should close after AGENT-DISCONNECT")
+	}
+}
+
+func TestAckWithoutServerHasNoAction(t *testing.T) {
+	body := appendAck(nil, 300, 2, "")[frameHeaderLen:]
+	if sid, fid, srv := ackServer(t, body); sid != 300 || fid != 2 || srv != "" {
+		t.Fatalf("sid %d fid %d server %q", sid, fid, srv)
+	}
+}
+
+// startServerMax is startServer with the agent's frame-size cap.
+func startServerMax(t *testing.T, d Decider, maxFrame int) (*SPOEServer, string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewSPOEServer(d, slog.New(slog.NewTextHandler(io.Discard, nil)), maxFrame)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return s, l.Addr().String()
+}
+
+func dialRaw(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
