@@ -144,6 +144,7 @@ type Agent struct {
 	backends  map[string]*Backend
 	order     []*Backend
 
+	inline      InlineStore // the store, when it can answer without I/O
 	observe     func(Outcome, time.Duration)
 	adminStates AdminStateSource
 	breaker     breaker
@@ -182,6 +183,7 @@ func New(cfg *config.Config, st store.Store, log *slog.Logger, opts Options) (*A
 		breaker:     breaker{threshold: int32(opts.BreakerFailures), cooldown: opts.BreakerCooldown},
 		evacuations: map[string]*evacuation{},
 	}
+	a.inline, _ = st.(InlineStore)
 	for _, bc := range cfg.Backends {
 		if len(bc.Servers) > MaxServers {
 			return nil, fmt.Errorf("backend %q: %d servers, at most %d", bc.Name, len(bc.Servers), MaxServers)
@@ -202,6 +204,15 @@ func (a *Agent) Backend(name string) *Backend { return a.backends[name] }
 // Backends returns every backend in configuration order.
 func (a *Agent) Backends() []*Backend { return a.order }
 
+// InlineStore is a store that can answer the connect path from process
+// memory, without I/O: the memory store always can, the Redis store when
+// its local cache holds the binding. A false ok means the call did nothing
+// and the Store method must be used instead.
+type InlineStore interface {
+	TryGetOrClaim(backend string, clientID []byte, proposed string, ttl time.Duration) (store.Claim, bool)
+	TryMove(backend string, clientID []byte, from, to string, ttl time.Duration) (store.Claim, bool)
+}
+
 // Decide answers one connection. It never waits longer than the store
 // budget (store_timeout) and answers without the store when it fails.
 func (a *Agent) Decide(ctx context.Context, q *Query) Decision {
@@ -214,10 +225,37 @@ func (a *Agent) Decide(ctx context.Context, q *Query) Decision {
 	return d
 }
 
-func (a *Agent) decide(ctx context.Context, q *Query) Decision {
+// TryDecide answers one connection if it can without waiting on I/O, so a
+// caller may answer it inline. ok is false when the decision needs a store
+// round trip: nothing was counted, and Decide must be called.
+func (a *Agent) TryDecide(q *Query) (d Decision, ok bool) {
+	if a.inline == nil {
+		return Decision{}, false
+	}
+	if a.observe == nil {
+		return a.tryDecide(q)
+	}
+	start := time.Now()
+	if d, ok = a.tryDecide(q); ok {
+		a.observe(d.Outcome, time.Since(start))
+	}
+	return d, ok
+}
+
+// plan is what a decision knows before it asks the store.
+type plan struct {
+	b        *Backend
+	key      []byte
+	proposed string
+	ttl      time.Duration
+}
+
+// prepare does the part of a decision that needs no store. done is true
+// when that settles it (no key, unknown backend, no server up).
+func (a *Agent) prepare(q *Query) (p plan, d Decision, done bool) {
 	b := a.backends[q.Backend]
 	if b == nil {
-		return a.count(Decision{Outcome: OutcomeUnknownBackend})
+		return p, Decision{Outcome: OutcomeUnknownBackend}, true
 	}
 	key := q.ClientID
 	if b.keyUsername {
@@ -225,7 +263,7 @@ func (a *Agent) decide(ctx context.Context, q *Query) Decision {
 	}
 	b.observe(q)
 	if len(key) == 0 {
-		return a.count(Decision{Outcome: OutcomeNoKey})
+		return p, Decision{Outcome: OutcomeNoKey}, true
 	}
 	draining := b.noNewClients()
 	h := hashKey(key)
@@ -235,51 +273,100 @@ func (a *Agent) decide(ctx context.Context, q *Query) Decision {
 		choice = b.rendezvous(h, q.isUp)
 	}
 	if choice < 0 {
-		return a.count(Decision{Outcome: OutcomeNoServer})
+		return p, Decision{Outcome: OutcomeNoServer}, true
 	}
-	proposed := b.Servers[choice].Name
 	ttl := a.ttl
 	if ttl > 0 && q.SessionExpiry > ttl {
 		ttl = q.SessionExpiry
 	}
+	return plan{b: b, key: key, proposed: b.Servers[choice].Name, ttl: ttl}, Decision{}, false
+}
 
+// settle turns the binding in force into a decision; move is true when
+// the binding is on a server that is down or gone and must be moved.
+func (p *plan) settle(q *Query, claim store.Claim) (d Decision, move bool) {
+	idx := p.b.ServerIndex(claim.Server)
+	switch {
+	case idx >= 0 && q.isUp(idx) && claim.Claimed:
+		return Decision{Server: claim.Server, Outcome: OutcomePlaced}, false
+	case idx >= 0 && q.isUp(idx):
+		return Decision{Server: claim.Server, Outcome: OutcomeExisting}, false
+	case claim.Pinned && idx >= 0:
+		return Decision{Server: p.proposed, Outcome: OutcomePinnedDown}, false
+	}
+	return Decision{}, true
+}
+
+// afterMove decides from the binding in force after a move.
+func (p *plan) afterMove(q *Query, moved store.Claim) Decision {
+	if i := p.b.ServerIndex(moved.Server); i >= 0 && q.isUp(i) {
+		return Decision{Server: moved.Server, Outcome: OutcomeMoved}
+	}
+	// Another agent moved it somewhere this HAProxy sees as down, or it is
+	// pinned: route this connection by the hash, keep the binding.
+	return Decision{Server: p.proposed, Outcome: OutcomePinnedDown}
+}
+
+func (a *Agent) decide(ctx context.Context, q *Query) Decision {
+	p, d, done := a.prepare(q)
+	if done {
+		return a.count(d)
+	}
 	if !a.breaker.allow() {
 		// Redis is known to be down: answer at once instead of paying the
 		// store timeout on every connect of a storm.
 		a.breakerSkips.Add(1)
-		return a.count(Decision{Server: proposed, Outcome: OutcomeFallback})
+		return a.count(Decision{Server: p.proposed, Outcome: OutcomeFallback})
 	}
 	ctx, cancel := context.WithTimeout(ctx, a.timeout)
 	defer cancel()
-	id := string(key)
-	claim, err := a.store.GetOrClaim(ctx, b.Name, id, proposed, ttl)
+	id := string(p.key)
+	claim, err := a.store.GetOrClaim(ctx, p.b.Name, id, p.proposed, p.ttl)
 	if err != nil {
-		a.storeFailed("get-or-claim", b.Name, err)
-		return a.count(Decision{Server: proposed, Outcome: OutcomeFallback})
+		a.storeFailed("get-or-claim", p.b.Name, err)
+		return a.count(Decision{Server: p.proposed, Outcome: OutcomeFallback})
 	}
 	a.storeOK()
-	idx := b.ServerIndex(claim.Server)
-	if idx >= 0 && q.isUp(idx) {
-		if claim.Claimed {
-			return a.count(Decision{Server: claim.Server, Outcome: OutcomePlaced})
-		}
-		return a.count(Decision{Server: claim.Server, Outcome: OutcomeExisting})
-	}
-	if claim.Pinned && idx >= 0 {
-		return a.count(Decision{Server: proposed, Outcome: OutcomePinnedDown})
+	d, move := p.settle(q, claim)
+	if !move {
+		return a.count(d)
 	}
 	// Bound to a down server, or to one no longer configured: move it.
-	moved, err := a.store.Move(ctx, b.Name, id, claim.Server, proposed, ttl)
+	moved, err := a.store.Move(ctx, p.b.Name, id, claim.Server, p.proposed, p.ttl)
 	if err != nil {
-		a.storeFailed("move", b.Name, err)
-		return a.count(Decision{Server: proposed, Outcome: OutcomeFallback})
+		a.storeFailed("move", p.b.Name, err)
+		return a.count(Decision{Server: p.proposed, Outcome: OutcomeFallback})
 	}
-	if i := b.ServerIndex(moved.Server); i >= 0 && q.isUp(i) {
-		return a.count(Decision{Server: moved.Server, Outcome: OutcomeMoved})
+	return a.count(p.afterMove(q, moved))
+}
+
+// tryDecide is decide on InlineStore calls only; it counts nothing unless
+// it answers.
+func (a *Agent) tryDecide(q *Query) (Decision, bool) {
+	p, d, done := a.prepare(q)
+	if done {
+		return a.count(d), true
 	}
-	// Another agent moved it somewhere this HAProxy sees as down, or it is
-	// pinned: route this connection by the hash, keep the binding.
-	return a.count(Decision{Server: proposed, Outcome: OutcomePinnedDown})
+	switch a.breaker.state() {
+	case breakerOpen:
+		a.breakerSkips.Add(1)
+		return a.count(Decision{Server: p.proposed, Outcome: OutcomeFallback}), true
+	case breakerHalfOpen:
+		return Decision{}, false // Decide sends the probe
+	}
+	claim, ok := a.inline.TryGetOrClaim(p.b.Name, p.key, p.proposed, p.ttl)
+	if !ok {
+		return Decision{}, false
+	}
+	d, move := p.settle(q, claim)
+	if !move {
+		return a.count(d), true
+	}
+	moved, ok := a.inline.TryMove(p.b.Name, p.key, claim.Server, p.proposed, p.ttl)
+	if !ok {
+		return Decision{}, false
+	}
+	return a.count(p.afterMove(q, moved)), true
 }
 
 func (a *Agent) count(d Decision) Decision {
@@ -303,7 +390,7 @@ func (a *Agent) storeOK() {
 }
 
 // BreakerState is "closed", "open" or "half_open".
-func (a *Agent) BreakerState() string { return a.breaker.state() }
+func (a *Agent) BreakerState() string { return a.breaker.state().String() }
 
 // Stats is a snapshot of the agent's counters.
 type Stats struct {
@@ -316,7 +403,7 @@ type Stats struct {
 // Stats returns the counters since start.
 func (a *Agent) Stats() Stats {
 	s := Stats{Outcomes: map[string]uint64{}, StoreErrors: a.storeErrs.Load(),
-		BreakerSkips: a.breakerSkips.Load(), Breaker: a.breaker.state()}
+		BreakerSkips: a.breakerSkips.Load(), Breaker: a.breaker.state().String()}
 	for i := range a.outcomes {
 		s.Outcomes[Outcome(i).String()] = a.outcomes[i].Load()
 	}

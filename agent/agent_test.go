@@ -158,47 +158,78 @@ func TestRendezvousMovesOnlyTheLostServersKeys(t *testing.T) {
 	}
 }
 
+// decideMode runs the decision table through Decide, or through TryDecide
+// on a store that answers inline (falling back to Decide when it cannot),
+// as the SPOE adapter does.
+type decideMode struct {
+	name   string
+	inline bool
+}
+
+func (m decideMode) newAgent(t *testing.T, st *fakeStore, weights ...int) *Agent {
+	t.Helper()
+	if m.inline {
+		return newAgent(t, &inlineFake{fakeStore: st}, weights...)
+	}
+	return newAgent(t, st, weights...)
+}
+
+func (m decideMode) decide(a *Agent, q *Query) Decision {
+	if m.inline {
+		if d, ok := a.TryDecide(q); ok {
+			return d
+		}
+	}
+	return a.Decide(context.Background(), q)
+}
+
 func TestDecide(t *testing.T) {
+	for _, m := range []decideMode{{"Decide", false}, {"TryDecide", true}} {
+		t.Run(m.name, func(t *testing.T) { testDecide(t, m) })
+	}
+}
+
+func testDecide(t *testing.T, m decideMode) {
 	ctx := context.Background()
 	t.Run("no client id gives no answer", func(t *testing.T) {
-		a := newAgent(t, newFake(), 1, 1)
-		if d := a.Decide(ctx, query("")); d.Server != "" || d.Outcome != OutcomeNoKey {
+		a := m.newAgent(t, newFake(), 1, 1)
+		if d := m.decide(a, query("")); d.Server != "" || d.Outcome != OutcomeNoKey {
 			t.Fatalf("%+v", d)
 		}
 	})
 	t.Run("unknown backend gives no answer", func(t *testing.T) {
-		a := newAgent(t, newFake(), 1, 1)
+		a := m.newAgent(t, newFake(), 1, 1)
 		q := query("c1")
 		q.Backend = "nope"
-		if d := a.Decide(ctx, q); d.Server != "" || d.Outcome != OutcomeUnknownBackend {
+		if d := m.decide(a, q); d.Server != "" || d.Outcome != OutcomeUnknownBackend {
 			t.Fatalf("%+v", d)
 		}
 	})
 	t.Run("placed then existing", func(t *testing.T) {
-		a := newAgent(t, newFake(), 1, 1)
-		d1 := a.Decide(ctx, query("c1", true, true))
-		d2 := a.Decide(ctx, query("c1", true, true))
+		a := m.newAgent(t, newFake(), 1, 1)
+		d1 := m.decide(a, query("c1", true, true))
+		d2 := m.decide(a, query("c1", true, true))
 		if d1.Outcome != OutcomePlaced || d2.Outcome != OutcomeExisting || d1.Server != d2.Server || d1.Server != a.Backend("mqtt").Place([]byte("c1")) {
 			t.Fatalf("%+v %+v", d1, d2)
 		}
 	})
 	t.Run("existing binding wins over the hash", func(t *testing.T) {
 		st := newFake()
-		a := newAgent(t, st, 1, 1)
+		a := m.newAgent(t, st, 1, 1)
 		other := "n1"
 		if a.Backend("mqtt").Place([]byte("c1")) == "n1" {
 			other = "n2"
 		}
 		_ = st.Put(ctx, store.Binding{Backend: "mqtt", ClientID: "c1", Server: other})
-		if d := a.Decide(ctx, query("c1", true, true)); d.Server != other || d.Outcome != OutcomeExisting {
+		if d := m.decide(a, query("c1", true, true)); d.Server != other || d.Outcome != OutcomeExisting {
 			t.Fatalf("%+v", d)
 		}
 	})
 	t.Run("binding to a down server moves", func(t *testing.T) {
 		st := newFake()
-		a := newAgent(t, st, 1, 1)
+		a := m.newAgent(t, st, 1, 1)
 		_ = st.Put(ctx, store.Binding{Backend: "mqtt", ClientID: "c1", Server: "n1"})
-		d := a.Decide(ctx, query("c1", false, true))
+		d := m.decide(a, query("c1", false, true))
 		if d.Server != "n2" || d.Outcome != OutcomeMoved {
 			t.Fatalf("%+v", d)
 		}
@@ -206,15 +237,15 @@ func TestDecide(t *testing.T) {
 			t.Fatalf("binding did not follow: %+v", b)
 		}
 		// n1 back: the client stays where it was moved.
-		if d := a.Decide(ctx, query("c1", true, true)); d.Server != "n2" || d.Outcome != OutcomeExisting {
+		if d := m.decide(a, query("c1", true, true)); d.Server != "n2" || d.Outcome != OutcomeExisting {
 			t.Fatalf("%+v", d)
 		}
 	})
 	t.Run("pinned to a down server keeps its binding", func(t *testing.T) {
 		st := newFake()
-		a := newAgent(t, st, 1, 1)
+		a := m.newAgent(t, st, 1, 1)
 		_ = st.Put(ctx, store.Binding{Backend: "mqtt", ClientID: "c1", Server: "n1", Pinned: true})
-		d := a.Decide(ctx, query("c1", false, true))
+		d := m.decide(a, query("c1", false, true))
 		if d.Server != "n2" || d.Outcome != OutcomePinnedDown {
 			t.Fatalf("%+v", d)
 		}
@@ -224,17 +255,17 @@ func TestDecide(t *testing.T) {
 	})
 	t.Run("binding to an unconfigured server moves", func(t *testing.T) {
 		st := newFake()
-		a := newAgent(t, st, 1, 1)
+		a := m.newAgent(t, st, 1, 1)
 		_ = st.Put(ctx, store.Binding{Backend: "mqtt", ClientID: "c1", Server: "gone"})
-		if d := a.Decide(ctx, query("c1", true, true)); d.Outcome != OutcomeMoved || d.Server == "gone" {
+		if d := m.decide(a, query("c1", true, true)); d.Outcome != OutcomeMoved || d.Server == "gone" {
 			t.Fatalf("%+v", d)
 		}
 	})
 	t.Run("store failure falls back to the hash", func(t *testing.T) {
 		st := newFake()
 		st.err = errors.New("connection refused")
-		a := newAgent(t, st, 1, 1)
-		d := a.Decide(ctx, query("c1", true, true))
+		a := m.newAgent(t, st, 1, 1)
+		d := m.decide(a, query("c1", true, true))
 		if d.Outcome != OutcomeFallback || d.Server != a.Backend("mqtt").Place([]byte("c1")) {
 			t.Fatalf("%+v", d)
 		}
@@ -243,50 +274,50 @@ func TestDecide(t *testing.T) {
 		}
 	})
 	t.Run("every server down gives no answer", func(t *testing.T) {
-		a := newAgent(t, newFake(), 1, 1)
-		if d := a.Decide(ctx, query("c1", false, false)); d.Server != "" || d.Outcome != OutcomeNoServer {
+		a := m.newAgent(t, newFake(), 1, 1)
+		if d := m.decide(a, query("c1", false, false)); d.Server != "" || d.Outcome != OutcomeNoServer {
 			t.Fatalf("%+v", d)
 		}
 	})
 	t.Run("draining server gets no new clients", func(t *testing.T) {
 		st := newFake()
-		a := newAgent(t, st, 1, 1)
+		a := m.newAgent(t, st, 1, 1)
 		_ = st.Put(ctx, store.Binding{Backend: "mqtt", ClientID: "bound", Server: "n1"})
 		_ = st.SetDraining(ctx, "mqtt", "n1", true)
 		if err := a.RefreshDraining(ctx); err != nil {
 			t.Fatal(err)
 		}
 		for i := 0; i < 200; i++ {
-			if d := a.Decide(ctx, query(fmt.Sprintf("new-%d", i), true, true)); d.Server != "n2" {
+			if d := m.decide(a, query(fmt.Sprintf("new-%d", i), true, true)); d.Server != "n2" {
 				t.Fatalf("new client placed on draining n1: %+v", d)
 			}
 		}
-		if d := a.Decide(ctx, query("bound", true, true)); d.Server != "n1" {
+		if d := m.decide(a, query("bound", true, true)); d.Server != "n1" {
 			t.Fatalf("bound client left the draining server: %+v", d)
 		}
 	})
 	t.Run("all draining still places", func(t *testing.T) {
 		st := newFake()
-		a := newAgent(t, st, 1, 1)
+		a := m.newAgent(t, st, 1, 1)
 		_ = st.SetDraining(ctx, "mqtt", "n1", true)
 		_ = st.SetDraining(ctx, "mqtt", "n2", true)
 		_ = a.RefreshDraining(ctx)
-		if d := a.Decide(ctx, query("c1", true, true)); d.Server == "" {
+		if d := m.decide(a, query("c1", true, true)); d.Server == "" {
 			t.Fatalf("%+v", d)
 		}
 	})
 	t.Run("session expiry lengthens the ttl", func(t *testing.T) {
 		st := newFake()
-		a := newAgent(t, st, 1, 1)
+		a := m.newAgent(t, st, 1, 1)
 		q := query("c1", true, true)
 		q.SessionExpiry = 48 * time.Hour
-		a.Decide(ctx, q)
+		m.decide(a, q)
 		if st.lastTTL != 48*time.Hour {
 			t.Fatalf("ttl %v", st.lastTTL)
 		}
 		q = query("c2", true, true)
 		q.SessionExpiry = time.Second
-		a.Decide(ctx, q)
+		m.decide(a, q)
 		if st.lastTTL != 30*time.Minute {
 			t.Fatalf("ttl %v", st.lastTTL)
 		}
@@ -294,19 +325,23 @@ func TestDecide(t *testing.T) {
 	t.Run("username key", func(t *testing.T) {
 		cfg := testConfig(1, 1)
 		cfg.Backends[0].Key = config.KeyUsername
-		a, _ := New(cfg, newFake(), slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
+		var st store.Store = newFake()
+		if m.inline {
+			st = &inlineFake{fakeStore: newFake()}
+		}
+		a, _ := New(cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{})
 		q := query("cid", true, true)
-		if d := a.Decide(ctx, q); d.Outcome != OutcomeNoKey {
+		if d := m.decide(a, q); d.Outcome != OutcomeNoKey {
 			t.Fatalf("no username: %+v", d)
 		}
 		q.Username = []byte("alice")
-		if d := a.Decide(ctx, q); d.Server != a.Backend("mqtt").Place([]byte("alice")) {
+		if d := m.decide(a, q); d.Server != a.Backend("mqtt").Place([]byte("alice")) {
 			t.Fatalf("%+v", d)
 		}
 	})
 	t.Run("reported states are kept for the API", func(t *testing.T) {
-		a := newAgent(t, newFake(), 1, 1)
-		a.Decide(ctx, query("c1", true, false))
+		a := m.newAgent(t, newFake(), 1, 1)
+		m.decide(a, query("c1", true, false))
 		st := a.Backend("mqtt").States()
 		if !st[0].Up || st[1].Up || !st[1].Reported {
 			t.Fatalf("%+v", st)

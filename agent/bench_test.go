@@ -55,6 +55,28 @@ func BenchmarkDecideMemory(b *testing.B) {
 			i += 7919 // stride over the pool, not one hot entry
 		}
 	})
+	b.Run("warm-inline", func(b *testing.B) {
+		// TryDecide, as the SPOE adapter calls it first: no store budget
+		// context, the id looked up as bytes.
+		a := newMemoryAgent(b)
+		const pool = 10000
+		q := query("", true, true)
+		for i := range pool {
+			q.ClientID = clientID(q.ClientID, i)
+			if d := a.Decide(ctx, q); d.Outcome != OutcomePlaced {
+				b.Fatalf("warm-up: %+v", d)
+			}
+		}
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			q.ClientID = clientID(q.ClientID, i%pool)
+			if d, ok := a.TryDecide(q); !ok || d.Outcome != OutcomeExisting {
+				b.Fatalf("%+v %v", d, ok)
+			}
+			i += 7919
+		}
+	})
 	b.Run("new", func(b *testing.B) {
 		a := newMemoryAgent(b)
 		q := query("", true, true)

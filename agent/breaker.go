@@ -56,14 +56,27 @@ func (b *breaker) success() bool {
 	return true
 }
 
-func (b *breaker) state() string {
+type breakerState int
+
+const (
+	breakerClosed breakerState = iota
+	breakerOpen
+	breakerHalfOpen // open, and the cooldown is over: the next call probes
+)
+
+func (s breakerState) String() string {
+	return [...]string{"closed", "open", "half_open"}[s]
+}
+
+// state reads the breaker without taking the probe.
+func (b *breaker) state() breakerState {
 	until := b.openUntil.Load()
 	switch {
 	case until == 0:
-		return "closed"
+		return breakerClosed
 	case time.Now().UnixNano() < until:
-		return "open"
+		return breakerOpen
 	default:
-		return "half_open"
+		return breakerHalfOpen
 	}
 }

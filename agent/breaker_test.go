@@ -16,24 +16,24 @@ func TestBreaker(t *testing.T) {
 			t.Fatalf("opened after %d failures", i+1)
 		}
 	}
-	if !b.allow() || !b.failure() || b.state() != "open" {
+	if !b.allow() || !b.failure() || b.state() != breakerOpen {
 		t.Fatal("third failure should open it")
 	}
 	if b.allow() {
 		t.Fatal("open breaker allowed a call")
 	}
 	time.Sleep(60 * time.Millisecond)
-	if b.state() != "half_open" || !b.allow() {
+	if b.state() != breakerHalfOpen || !b.allow() {
 		t.Fatal("cooldown over: one probe must pass")
 	}
 	if b.allow() {
 		t.Fatal("only one probe at a time")
 	}
-	if b.failure(); b.state() != "open" {
+	if b.failure(); b.state() != breakerOpen {
 		t.Fatal("failed probe must reopen")
 	}
 	time.Sleep(60 * time.Millisecond)
-	if !b.allow() || !b.success() || b.state() != "closed" || !b.allow() {
+	if !b.allow() || !b.success() || b.state() != breakerClosed || !b.allow() {
 		t.Fatal("successful probe must close")
 	}
 }

@@ -103,3 +103,23 @@ func dialRaw(t *testing.T, addr string) net.Conn {
 	t.Cleanup(func() { c.Close() })
 	return c
 }
+
+func TestAgentFramesAppendAfterOthers(t *testing.T) {
+	// Inline ACKs are encoded one after the other into one buffer: each
+	// frame's length must cover that frame only.
+	b := appendAck(nil, 1, 1, "n1")
+	b = appendAck(b, 300, 2, "")
+	b = appendAgentDisconnect(b)
+	var types []byte
+	for len(b) > 0 {
+		n, err := frameLen(b, 1<<16)
+		if err != nil || len(b) < frameHeaderLen+n {
+			t.Fatalf("frame %d: length %d of %d bytes left, %v", len(types), n, len(b), err)
+		}
+		types = append(types, b[frameHeaderLen])
+		b = b[frameHeaderLen+n:]
+	}
+	if string(types) != string([]byte{frameAck, frameAck, frameAgentDisconnect}) {
+		t.Fatalf("frame types %v", types)
+	}
+}

@@ -111,15 +111,25 @@ func BenchmarkFillQuery(b *testing.B) {
 }
 
 // BenchmarkHandleWarm is the whole handler on a decoded frame: arguments
-// and the decision on a warm binding (memory store).
+// and the decision on a warm binding (memory store), answered inline
+// (TryDecide, as the connection goroutine does) and as a worker does
+// (Decide, with the store budget's context).
 func BenchmarkHandleWarm(b *testing.B) {
-	s := benchServer(b, benchAgent(b))
+	a := benchAgent(b)
+	s := benchServer(b, a)
 	f := libDecode(b, benchNotify(1))
-	b.ReportAllocs()
-	for b.Loop() {
-		if srv := s.decideMessages(f.Messages); srv == "" {
-			b.Fatal("no server")
-		}
+	for _, bc := range []struct {
+		name   string
+		inline InlineDecider
+	}{{"inline", a}, {"worker", nil}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if srv, next := s.decideMessages(f.Messages, 0, "", bc.inline); srv == "" || next >= 0 {
+					b.Fatal("no server")
+				}
+			}
+		})
 	}
 }
 

@@ -6,6 +6,7 @@ package haproxy
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +47,15 @@ const (
 // Decider is what the adapter needs from the agent.
 type Decider interface {
 	Decide(ctx context.Context, q *agent.Query) agent.Decision
+}
+
+// InlineDecider is a Decider that can often answer without waiting on I/O
+// (agent.Agent, on the memory store or a warm Redis cache). Such NOTIFY
+// frames are answered on the connection's own goroutine, with no hand-off,
+// and the ACKs of frames that arrived together leave in one write.
+type InlineDecider interface {
+	// TryDecide answers q, or returns false having done nothing.
+	TryDecide(q *agent.Query) (agent.Decision, bool)
 }
 
 // SPOEStats counts what the adapter saw.
@@ -179,15 +189,32 @@ func (s *SPOEServer) handleConn(g *guardConn) {
 // serveConn speaks SPOP on one connection: HELLO, then NOTIFY frames until
 // DISCONNECT or the end of the stream. Frames reach the library's decoder
 // only once validated; the agent's frames are encoded here, each whole in
-// one write. Each NOTIFY is handled on a worker goroutine, off this one, as
-// the library did: a decision may wait on the store, and must not hold the
-// frames HAProxy pipelined behind it.
+// one write. A NOTIFY the decider can answer without I/O is answered here,
+// its ACK held until no further frame is buffered (one write for a burst);
+// any other goes to a worker goroutine, as the library did: a decision may
+// wait on the store, and must not hold the frames HAProxy pipelined behind.
 func (s *SPOEServer) serveConn(g *guardConn) error {
 	w := &frameWriter{conn: g.Conn}
+	inline, _ := s.decider.(InlineDecider)
 	var inflight sync.WaitGroup
 	defer inflight.Wait() // every NOTIFY read is answered before the close
+	var acks []byte       // answered inline, not written yet
+	flush := func() error {
+		if len(acks) == 0 {
+			return nil
+		}
+		err := w.writeFrames(acks)
+		acks = acks[:0]
+		return err
+	}
+	defer func() { _ = flush() }()
 	hello := false
 	for {
+		if !g.frameReady() {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
 		f := frame.AcquireFrame()
 		if err := f.Read(g); err != nil {
 			frame.ReleaseFrame(f)
@@ -206,13 +233,24 @@ func (s *SPOEServer) serveConn(g *guardConn) error {
 			hello = true
 		case f.Type == frame.TypeHaproxyDisconnect && hello:
 			frame.ReleaseFrame(f)
+			if err := flush(); err != nil {
+				return err
+			}
 			inflight.Wait()
 			return w.agentDisconnect()
 		case f.Type == frame.TypeNotify && hello:
+			server, next := "", 0
+			if inline != nil {
+				if server, next = s.decideMessages(f.Messages, 0, "", inline); next < 0 {
+					acks = appendAck(acks, f.StreamID, f.FrameID, server)
+					frame.ReleaseFrame(f)
+					continue
+				}
+			}
 			inflight.Add(1)
 			s.workers.run(func() {
 				defer inflight.Done()
-				s.notify(w, f)
+				s.notify(w, f, next, server)
 			})
 		default:
 			typ := f.Type
@@ -222,10 +260,11 @@ func (s *SPOEServer) serveConn(g *guardConn) error {
 	}
 }
 
-// notify answers one NOTIFY frame and releases it.
-func (s *SPOEServer) notify(w *frameWriter, f *frame.Frame) {
+// notify decides a NOTIFY frame's messages from index from on (server is
+// what the earlier ones chose), answers it and releases it.
+func (s *SPOEServer) notify(w *frameWriter, f *frame.Frame, from int, server string) {
 	defer frame.ReleaseFrame(f)
-	server := s.decideMessages(f.Messages)
+	server, _ = s.decideMessages(f.Messages, from, server, nil)
 	if err := w.ack(f.StreamID, f.FrameID, server); err != nil {
 		s.log.Debug("spoe: cannot write ACK", "err", err)
 	}
@@ -265,36 +304,49 @@ func (s *SPOEServer) Shutdown(ctx context.Context) error {
 // passed to it would otherwise escape to the heap at every message.
 var queries = sync.Pool{New: func() any { return new(agent.Query) }}
 
-// decideMessages decides every stickyd message of a NOTIFY and returns the
-// server to set ("" for none; the last message wins, as successive set-var
-// actions would in HAProxy).
-func (s *SPOEServer) decideMessages(msgs *message.Messages) (server string) {
+// decideMessages decides the stickyd messages of a NOTIFY from index from
+// on and returns the server to set ("" for none; the last message wins, as
+// successive set-var actions would in HAProxy), starting from server. With
+// inline set it decides only through TryDecide, and stops at the first
+// message that needs I/O: next is its index, to resume from, or -1 when
+// every message was decided.
+func (s *SPOEServer) decideMessages(msgs *message.Messages, from int, server string, inline InlineDecider) (_ string, next int) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.Stats.Panics.Add(1)
 			s.log.Error("spoe: panic in handler; answered without actions", "panic", r)
-			server = ""
+			server, next = "", -1
 		}
 	}()
 	q := queries.Get().(*agent.Query)
 	defer queries.Put(q)
-	for i := 0; i < msgs.Len(); i++ {
+	for i := from; i < msgs.Len(); i++ {
 		msg, err := msgs.GetByIndex(i)
 		if err != nil || !strings.HasPrefix(msg.Name, MessageName) {
 			continue
 		}
-		s.Stats.Messages.Add(1)
 		q.Reset()
 		if err := s.fillQuery(q, msg.KV.Data()); err != nil {
+			s.Stats.Messages.Add(1)
 			s.Stats.BadMessages.Add(1)
 			s.log.Debug("spoe: message ignored", "err", err)
 			continue
 		}
-		if d := s.decider.Decide(s.ctx, q); d.Server != "" {
+		var d agent.Decision
+		if inline != nil {
+			var ok bool
+			if d, ok = inline.TryDecide(q); !ok {
+				return server, i
+			}
+		} else {
+			d = s.decider.Decide(s.ctx, q)
+		}
+		s.Stats.Messages.Add(1)
+		if d.Server != "" {
 			server = d.Server
 		}
 	}
-	return server
+	return server, -1
 }
 
 type kvItem = kv.Item
@@ -424,6 +476,20 @@ func (g *guardConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// frameReady reports whether the next frame is already buffered whole, so
+// reading it will not wait on the network.
+func (g *guardConn) frameReady() bool {
+	if len(g.pending) > 0 {
+		return true
+	}
+	n := g.br.Buffered()
+	if n < frameHeaderLen {
+		return false
+	}
+	hdr, err := g.br.Peek(frameHeaderLen)
+	return err == nil && uint64(n) >= frameHeaderLen+uint64(binary.BigEndian.Uint32(hdr))
+}
+
 func (g *guardConn) next() error {
 	if g.stopping.Load() {
 		return io.EOF
@@ -493,6 +559,16 @@ func (w *frameWriter) write(encode func([]byte) []byte) error {
 	defer w.mu.Unlock()
 	w.buf = encode(w.buf[:0])
 	if _, err := w.conn.Write(w.buf); err != nil {
+		return fmt.Errorf("spoe write: %w", err)
+	}
+	return nil
+}
+
+// writeFrames writes frames already encoded, in one write.
+func (w *frameWriter) writeFrames(b []byte) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if _, err := w.conn.Write(b); err != nil {
 		return fmt.Errorf("spoe write: %w", err)
 	}
 	return nil

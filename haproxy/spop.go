@@ -269,45 +269,47 @@ func appendVarint(b []byte, v uint64) []byte {
 
 func appendBytes(b []byte, s string) []byte { return append(appendVarint(b, uint64(len(s))), s...) }
 
-// beginFrame appends a frame header with a placeholder length; endFrame
-// fills the length in.
-func beginFrame(b []byte, typ byte, sid, fid uint64) []byte {
+// beginFrame appends a frame header with a placeholder length and returns
+// where the frame starts; endFrame fills its length in. Frames may follow
+// others in b.
+func beginFrame(b []byte, typ byte, sid, fid uint64) ([]byte, int) {
+	start := len(b)
 	b = append(b, 0, 0, 0, 0, typ, 0, 0, 0, flagFin)
 	b = appendVarint(b, sid)
-	return appendVarint(b, fid)
+	return appendVarint(b, fid), start
 }
 
-func endFrame(b []byte) []byte {
-	binary.BigEndian.PutUint32(b, uint32(len(b)-frameHeaderLen))
+func endFrame(b []byte, start int) []byte {
+	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-frameHeaderLen))
 	return b
 }
 
 // appendAck is an ACK with, when server is set, the one action the agent
 // ever sends: set-var(sess.<prefix>.server) to a string.
 func appendAck(b []byte, sid, fid uint64, server string) []byte {
-	b = beginFrame(b, frameAck, sid, fid)
+	b, start := beginFrame(b, frameAck, sid, fid)
 	if server != "" {
 		b = append(b, actionSetVar, 3, scopeSession)
 		b = appendBytes(b, VarServer)
 		b = appendBytes(append(b, typeString), server)
 	}
-	return endFrame(b)
+	return endFrame(b, start)
 }
 
 // appendAgentHello answers HAPROXY-HELLO with the frame size the agent
 // accepts (at most HAProxy's).
 func appendAgentHello(b []byte, maxFrame uint32) []byte {
-	b = beginFrame(b, frameAgentHello, 0, 0)
+	b, start := beginFrame(b, frameAgentHello, 0, 0)
 	b = appendBytes(append(appendBytes(b, "version"), typeString), spopVersion)
 	b = appendVarint(append(appendBytes(b, "max-frame-size"), typeUint32), uint64(maxFrame))
 	b = appendBytes(append(appendBytes(b, "capabilities"), typeString), agentCapabilities)
-	return endFrame(b)
+	return endFrame(b, start)
 }
 
 // appendAgentDisconnect answers HAPROXY-DISCONNECT: a normal close.
 func appendAgentDisconnect(b []byte) []byte {
-	b = beginFrame(b, frameAgentDisconnect, 0, 0)
+	b, start := beginFrame(b, frameAgentDisconnect, 0, 0)
 	b = appendVarint(append(appendBytes(b, "status-code"), typeUint32), 0)
 	b = appendBytes(append(appendBytes(b, "message"), typeString), "connection closed by server")
-	return endFrame(b)
+	return endFrame(b, start)
 }

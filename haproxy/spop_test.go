@@ -80,10 +80,14 @@ func helloFrame(healthcheck bool) []byte {
 }
 
 func notifyFrame(sid, fid uint64, msg string, args []kvp) []byte {
+	return rawFrame(frameNotify, flagFin, sid, fid, notifyPayload(msg, args))
+}
+
+// notifyPayload is one message of a NOTIFY: its name, count and arguments.
+func notifyPayload(msg string, args []kvp) []byte {
 	p := putString(nil, msg)
 	p = append(p, byte(len(args)))
-	p = putKVs(p, args)
-	return rawFrame(frameNotify, flagFin, sid, fid, p)
+	return putKVs(p, args)
 }
 
 func TestValidateFrame(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/stickyd/stickyd/agent"
 	"github.com/stickyd/stickyd/store"
 )
 
@@ -137,7 +138,11 @@ func errorKind(err error) string {
 // unchanged (errors.Is(err, store.ErrNotFound) still holds). It adds no
 // allocation to any call.
 func InstrumentStore(st store.Store, m *Metrics) store.Store {
-	return &instrumentedStore{st: st, m: &m.store}
+	is := &instrumentedStore{st: st, m: &m.store}
+	if in, ok := st.(agent.InlineStore); ok {
+		return &instrumentedInlineStore{instrumentedStore: is, in: in}
+	}
+	return is
 }
 
 type instrumentedStore struct {
@@ -227,3 +232,28 @@ func (s *instrumentedStore) Close() error { return s.st.Close() }
 
 // Unwrap returns the store underneath.
 func (s *instrumentedStore) Unwrap() store.Store { return s.st }
+
+// instrumentedInlineStore also forwards agent.InlineStore, timing the
+// calls it answers (a call it passes on did nothing and costs little).
+type instrumentedInlineStore struct {
+	*instrumentedStore
+	in agent.InlineStore
+}
+
+func (s *instrumentedInlineStore) TryGetOrClaim(backend string, clientID []byte, proposed string, ttl time.Duration) (store.Claim, bool) {
+	start := time.Now()
+	c, ok := s.in.TryGetOrClaim(backend, clientID, proposed, ttl)
+	if ok {
+		s.m.ops[opGetOrClaim].done(start, nil)
+	}
+	return c, ok
+}
+
+func (s *instrumentedInlineStore) TryMove(backend string, clientID []byte, from, to string, ttl time.Duration) (store.Claim, bool) {
+	start := time.Now()
+	c, ok := s.in.TryMove(backend, clientID, from, to, ttl)
+	if ok {
+		s.m.ops[opMove].done(start, nil)
+	}
+	return c, ok
+}

@@ -21,6 +21,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/google/btree"
 
@@ -228,19 +229,37 @@ func (b *backend) noteExpiry(exp int64) {
 
 // GetOrClaim implements store.Store.
 func (s *Store) GetOrClaim(ctx context.Context, backendName, clientID, proposed string, ttl time.Duration) (store.Claim, error) {
+	return s.getOrClaim(backendName, clientID, false, proposed, ttl), nil
+}
+
+// TryGetOrClaim is GetOrClaim for callers that hold the id as bytes (the
+// SPOE adapter): it never blocks on I/O, so it always answers, and it
+// copies the id only when it stores a new binding.
+func (s *Store) TryGetOrClaim(backendName string, clientID []byte, proposed string, ttl time.Duration) (store.Claim, bool) {
+	return s.getOrClaim(backendName, borrow(clientID), true, proposed, ttl), true
+}
+
+// borrow views b as a string without copying, for lookups only: the
+// string must not outlive the call (getOrClaim and move clone it before
+// storing it).
+func borrow(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// keep returns an id the tree may keep.
+func keep(id string, borrowed bool) string {
+	if borrowed {
+		return strings.Clone(id)
+	}
+	return id
+}
+
+func (s *Store) getOrClaim(backendName, clientID string, borrowed bool, proposed string, ttl time.Duration) store.Claim {
 	now := s.nowNs()
 	if b := s.backend(backendName); b != nil {
 		b.mu.RLock()
 		if it, ok := b.tree.Get(item{id: clientID}); ok && it.e.live(now) {
-			e := it.e
-			if !e.pinned && ttl > 0 && e.expires.Load() != 0 {
-				exp := expiry(now, ttl)
-				e.expires.Store(exp)
-				b.noteExpiry(exp)
-			}
-			c := store.Claim{Server: e.server, Pinned: e.pinned}
+			c := b.refresh(it.e, now, ttl)
 			b.mu.RUnlock()
-			return c, nil
+			return c
 		}
 		b.mu.RUnlock()
 	}
@@ -251,16 +270,21 @@ func (s *Store) GetOrClaim(ctx context.Context, backendName, clientID, proposed 
 	defer b.mu.Unlock()
 	// Another writer may have claimed it between the two locks.
 	if it, ok := b.tree.Get(item{id: clientID}); ok && it.e.live(now) {
-		e := it.e
-		if !e.pinned && ttl > 0 && e.expires.Load() != 0 {
-			exp := expiry(now, ttl)
-			e.expires.Store(exp)
-			b.noteExpiry(exp)
-		}
-		return store.Claim{Server: e.server, Pinned: e.pinned}, nil
+		return b.refresh(it.e, now, ttl)
 	}
-	b.set(clientID, proposed, false, expiry(now, ttl))
-	return store.Claim{Server: proposed, Claimed: true}, nil
+	b.set(keep(clientID, borrowed), proposed, false, expiry(now, ttl))
+	return store.Claim{Server: proposed, Claimed: true}
+}
+
+// refresh resets the TTL of a live, unpinned, expiring entry and returns
+// it as a claim. Caller holds b.mu (read or write).
+func (b *backend) refresh(e *entry, now int64, ttl time.Duration) store.Claim {
+	if !e.pinned && ttl > 0 && e.expires.Load() != 0 {
+		exp := expiry(now, ttl)
+		e.expires.Store(exp)
+		b.noteExpiry(exp)
+	}
+	return store.Claim{Server: e.server, Pinned: e.pinned}
 }
 
 // set creates or replaces a binding. Caller holds b.mu for writing.
@@ -292,6 +316,15 @@ func (b *backend) dec(server string) {
 // Move implements store.Store. Claimed is true when the compare-and-swap
 // applied (even if from == to) or the binding was created.
 func (s *Store) Move(ctx context.Context, backendName, clientID, from, to string, ttl time.Duration) (store.Claim, error) {
+	return s.move(backendName, clientID, false, from, to, ttl), nil
+}
+
+// TryMove is Move with the id as bytes; it always answers.
+func (s *Store) TryMove(backendName string, clientID []byte, from, to string, ttl time.Duration) (store.Claim, bool) {
+	return s.move(backendName, borrow(clientID), true, from, to, ttl), true
+}
+
+func (s *Store) move(backendName, clientID string, borrowed bool, from, to string, ttl time.Duration) store.Claim {
 	now := s.nowNs()
 	s.ensureStarted()
 	b := s.backendOrCreate(backendName)
@@ -300,11 +333,11 @@ func (s *Store) Move(ctx context.Context, backendName, clientID, from, to string
 	if it, ok := b.tree.Get(item{id: clientID}); ok && it.e.live(now) {
 		e := it.e
 		if e.pinned || e.server != from {
-			return store.Claim{Server: e.server, Pinned: e.pinned}, nil
+			return store.Claim{Server: e.server, Pinned: e.pinned}
 		}
 	}
-	b.set(clientID, to, false, expiry(now, ttl))
-	return store.Claim{Server: to, Claimed: true}, nil
+	b.set(keep(clientID, borrowed), to, false, expiry(now, ttl))
+	return store.Claim{Server: to, Claimed: true}
 }
 
 // Get implements store.Store.
