@@ -69,7 +69,7 @@ func openStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
 	if cfg.RedisURL == "" {
 		return memory.New(memory.Options{}), nil
 	}
-	return redis.New(ctx, redis.Options{URL: cfg.RedisURL, OpTimeout: cfg.StoreTimeout.D()})
+	return redis.New(ctx, redis.Options{URL: cfg.RedisURL, OpTimeout: cfg.StoreTimeout.D(), CacheSize: cfg.RedisCacheSize})
 }
 
 // serve runs until SIGINT or SIGTERM, then shuts down gracefully.
@@ -95,6 +95,9 @@ func serve(path string, stderr io.Writer) int {
 	}
 	defer st.Close()
 	mx := metrics.New(metrics.Options{Version: version, Logger: log})
+	if rs, ok := st.(*redis.Store); ok {
+		mx.RegisterRedisCache(rs.CacheStats)
+	}
 	st = metrics.InstrumentStore(st, mx) // the agent and the API both see it
 	opts := agent.Options{ObserveDecision: mx.ObserveDecision}
 	if cfg.HAProxy.StatsSocket != "" {

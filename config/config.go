@@ -25,12 +25,15 @@ import (
 
 // Config is the whole configuration file.
 type Config struct {
-	SPOEListen   string   `yaml:"spoe_listen"`
-	APIListen    string   `yaml:"api_listen"`
-	APIToken     string   `yaml:"api_token"`
-	APITokenFile string   `yaml:"api_token_file"`
-	RedisURL     string   `yaml:"redis_url"`
-	TTL          Duration `yaml:"ttl"`
+	SPOEListen   string `yaml:"spoe_listen"`
+	APIListen    string `yaml:"api_listen"`
+	APIToken     string `yaml:"api_token"`
+	APITokenFile string `yaml:"api_token_file"`
+	RedisURL     string `yaml:"redis_url"`
+	// RedisCacheSize is how many recent bindings each agent keeps in
+	// process when on Redis, kept coherent over pub/sub; 0 disables it.
+	RedisCacheSize int      `yaml:"redis_cache_size"`
+	TTL            Duration `yaml:"ttl"`
 	// StoreTimeout bounds one store call on the connect path; past it the
 	// agent answers without the store (fail open). Keep it well under
 	// haproxy.timeout_processing.
@@ -108,7 +111,9 @@ func Default() Config {
 		TTL:          Duration(30 * time.Minute),
 		StoreTimeout: Duration(50 * time.Millisecond),
 		MaxFrameSize: 65536,
-		Log:          Log{Level: "info", Format: "text"},
+		// About 15 MiB of agent memory at most.
+		RedisCacheSize: 100000,
+		Log:            Log{Level: "info", Format: "text"},
 		HAProxy: HAProxy{
 			Bind:              "127.0.0.1:1883",
 			TimeoutProcessing: Duration(200 * time.Millisecond),
@@ -338,6 +343,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HAProxy.TimeoutProcessing > 0 && c.StoreTimeout >= c.HAProxy.TimeoutProcessing {
 		return &Error{Key: "store_timeout", Err: fmt.Errorf("%v must be below haproxy.timeout_processing (%v), or HAProxy gives up before the agent answers", c.StoreTimeout, c.HAProxy.TimeoutProcessing)}
+	}
+	if c.RedisCacheSize < 0 || c.RedisCacheSize > 100_000_000 {
+		return &Error{Key: "redis_cache_size", Err: errors.New("must be between 0 (off) and 100000000")}
 	}
 	if c.MaxFrameSize < 256 || c.MaxFrameSize > 16<<20 {
 		return &Error{Key: "spoe_max_frame_size", Err: errors.New("must be between 256 and 16777216")}

@@ -220,6 +220,11 @@ spoe-agent stickyd-agent
     maxerrrate 20
     use-backend {{.AgentsBackend}}
     log global
+{{- if not .Opts.LogConnections}}
+    # Log SPOE errors only, not one line per successful exchange (one per
+    # CONNECT otherwise).
+    option dontlog-normal
+{{- end}}
 {{range .Backends}}
 spoe-message {{$.MessageName}}-{{.Name}}
     args backend=str({{.Name}}) client_id=var(sess.stickyd.cid) username=var(sess.stickyd.user) session_expiry=var(sess.stickyd.sexp){{$be := .Name}}{{range .Servers}} up_{{.Name}}=srv_is_up({{$be}}/{{.Name}}){{end}}

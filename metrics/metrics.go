@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/stickyd/stickyd/agent"
 	"github.com/stickyd/stickyd/haproxy"
+	"github.com/stickyd/stickyd/store/redis"
 )
 
 // Namespace prefixes every stickyd metric.
@@ -202,4 +204,53 @@ type slogPromLogger struct{ log *slog.Logger }
 
 func (l slogPromLogger) Println(v ...any) {
 	l.log.Warn("metrics: scrape error", "err", fmt.Sprint(v...))
+}
+
+// RegisterRedisCache exports the Redis store's local cache counters, read
+// at scrape time. Call it once, only on the Redis store.
+func (m *Metrics) RegisterRedisCache(stats func() redis.CacheStats) {
+	var (
+		mu   sync.Mutex
+		last redis.CacheStats
+		at   time.Time
+	)
+	// One scrape reads each value; read the stats (a walk of the shards)
+	// once per scrape, not once per metric.
+	get := func() redis.CacheStats {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(at) > 100*time.Millisecond {
+			last, at = stats(), time.Now()
+		}
+		return last
+	}
+	counter := func(name, help string, labels prometheus.Labels, v func(redis.CacheStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Subsystem: "redis_cache", Name: name, Help: help, ConstLabels: labels},
+			func() float64 { return float64(v(get())) })
+	}
+	m.reg.MustRegister(
+		counter("lookups_total", "Connect-path lookups in the local cache of Redis bindings: hit (answered without Redis) or miss.",
+			prometheus.Labels{"result": "hit"}, func(s redis.CacheStats) uint64 { return s.Hits }),
+		counter("lookups_total", "Connect-path lookups in the local cache of Redis bindings: hit (answered without Redis) or miss.",
+			prometheus.Labels{"result": "miss"}, func(s redis.CacheStats) uint64 { return s.Misses }),
+		counter("invalidations_total", "Cached bindings dropped because a store (any agent's) changed or removed them.", nil,
+			func(s redis.CacheStats) uint64 { return s.Invalidations }),
+		counter("refreshes_total", "Background refreshes of cached bindings (TTL reset in Redis, binding confirmed).", nil,
+			func(s redis.CacheStats) uint64 { return s.Refreshes }),
+		counter("refresh_errors_total", "Background refreshes that failed (the entry ages out).", nil,
+			func(s redis.CacheStats) uint64 { return s.RefreshErrors }),
+		counter("resets_total", "Times the cache was emptied: its invalidation subscription was made, lost or remade.", nil,
+			func(s redis.CacheStats) uint64 { return s.Resets }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Subsystem: "redis_cache", Name: "enabled",
+			Help: "1 while the cache's invalidation subscription is up and the cache answers; 0 while it is down (every connect asks Redis)."},
+			func() float64 {
+				if get().Enabled {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Subsystem: "redis_cache", Name: "entries",
+			Help: "Bindings held in the local cache (at most redis_cache_size)."},
+			func() float64 { return float64(get().Entries) }),
+	)
 }

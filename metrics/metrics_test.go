@@ -32,6 +32,7 @@ import (
 	"github.com/stickyd/stickyd/metrics"
 	"github.com/stickyd/stickyd/store"
 	"github.com/stickyd/stickyd/store/memory"
+	"github.com/stickyd/stickyd/store/redis"
 )
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -911,4 +912,19 @@ func TestInstrumentedGetOrClaimDoesNotAllocate(t *testing.T) {
 	if obs != 0 {
 		t.Fatalf("ObserveDecision: %v allocs/op", obs)
 	}
+}
+
+func TestRedisCacheMetrics(t *testing.T) {
+	m := metrics.New(metrics.Options{NoRuntimeCollectors: true})
+	st := redis.CacheStats{Hits: 7, Misses: 3, Invalidations: 2, Refreshes: 5, RefreshErrors: 1, Resets: 4, Enabled: true, Entries: 9}
+	m.RegisterRedisCache(func() redis.CacheStats { return st })
+	e := scrape(t, m.Handler())
+	e.expect(t, "stickyd_redis_cache_lookups_total", l("result", "hit"), 7)
+	e.expect(t, "stickyd_redis_cache_lookups_total", l("result", "miss"), 3)
+	e.expect(t, "stickyd_redis_cache_invalidations_total", nil, 2)
+	e.expect(t, "stickyd_redis_cache_refreshes_total", nil, 5)
+	e.expect(t, "stickyd_redis_cache_refresh_errors_total", nil, 1)
+	e.expect(t, "stickyd_redis_cache_resets_total", nil, 4)
+	e.expect(t, "stickyd_redis_cache_enabled", nil, 1)
+	e.expect(t, "stickyd_redis_cache_entries", nil, 9)
 }

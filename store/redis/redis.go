@@ -45,6 +45,10 @@ type Options struct {
 	// OpTimeout is the budget of one hot-path call (GetOrClaim, Move) and of
 	// every socket read or write. Default DefaultOpTimeout.
 	OpTimeout time.Duration
+	// CacheSize, when positive, keeps up to that many recent bindings in
+	// process, kept coherent with Redis over pub/sub (see cache.go): a
+	// reconnect is then answered without a round trip. 0 disables it.
+	CacheSize int
 	// Client, when set, is used instead of dialing URL (tests, custom
 	// set-ups). It must be a *goredis.Client (standalone, or a sentinel
 	// failover client) or a *goredis.ClusterClient on a Redis Cluster; the
@@ -59,6 +63,11 @@ type Store struct {
 	owned     bool                   // rdb was built by New, so Close closes it
 	prefix    string
 	opTimeout time.Duration
+	channel   string // invalidations are published here
+
+	cache     *cache // nil when disabled
+	stopCache context.CancelFunc
+	cacheDone sync.WaitGroup
 }
 
 var _ store.Store = (*Store)(nil)
@@ -97,7 +106,38 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	default:
 		return nil, s.reject(fmt.Sprintf("%T is not supported (want *redis.Client or *redis.ClusterClient)", s.rdb))
 	}
+	s.channel = s.prefix + invChannel
+	if opts.CacheSize > 0 {
+		s.cache = newCache(opts.CacheSize, s.prefix)
+		cctx, cancel := context.WithCancel(context.Background())
+		s.stopCache = cancel
+		s.cacheDone.Add(2)
+		go func() { defer s.cacheDone.Done(); s.cache.subscribe(cctx, s.rdb) }()
+		go func() { defer s.cacheDone.Done(); s.cache.refresher(cctx, s) }()
+	}
 	return s, nil
+}
+
+// CacheStats reports the local cache's counters (zero when it is off).
+func (s *Store) CacheStats() CacheStats {
+	if s.cache == nil {
+		return CacheStats{}
+	}
+	return s.cache.stats()
+}
+
+// TryGetOrClaim answers GetOrClaim from the local cache, without I/O, when
+// it holds the binding (agent.InlineStore); false otherwise.
+func (s *Store) TryGetOrClaim(backend string, clientID []byte, proposed string, ttl time.Duration) (store.Claim, bool) {
+	if s.cache == nil {
+		return store.Claim{}, false
+	}
+	return s.cache.lookup(backend, clientID, ttl)
+}
+
+// TryMove never answers: a move is a compare-and-swap in Redis.
+func (s *Store) TryMove(string, []byte, string, string, time.Duration) (store.Claim, bool) {
+	return store.Claim{}, false
 }
 
 // reject closes a client New built and returns the error for it.
@@ -111,8 +151,14 @@ func (s *Store) reject(msg string) error {
 // Client returns the underlying client (for pool metrics).
 func (s *Store) Client() goredis.UniversalClient { return s.rdb }
 
-// Close closes the client if New created it.
+// Close stops the cache and closes the client if New created it.
 func (s *Store) Close() error {
+	if s.stopCache != nil {
+		s.stopCache()
+		s.cache.stop()
+		s.cacheDone.Wait()
+		s.stopCache = nil
+	}
 	if !s.owned {
 		return nil
 	}
@@ -211,6 +257,8 @@ end
 return '1' .. ARGV[1]
 `
 
+	// Every script that changes or removes a binding publishes its key on
+	// the invalidation channel (the last ARGV) for the agents' caches.
 	moveSrc = `
 local cur = redis.call('GET', KEYS[1])
 if cur and cur ~= ARGV[1] then
@@ -221,7 +269,42 @@ if ARGV[3] ~= '0' then
 else
   redis.call('SET', KEYS[1], ARGV[2])
 end
+redis.call('PUBLISH', ARGV[4], KEYS[1])
 return '1' .. ARGV[2]
+`
+
+	// ARGV[1] is the value, ARGV[2] the TTL in ms (0: none).
+	putSrc = `
+if ARGV[2] ~= '0' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', ARGV[3], KEYS[1])
+return 1
+`
+
+	delSrc = `
+local n = redis.call('DEL', KEYS[1])
+if n == 1 then
+  redis.call('PUBLISH', ARGV[1], KEYS[1])
+end
+return n
+`
+
+	// The cache's refresh: the TTL of the binding reset if it is still the
+	// cached (unpinned) server; never a binding created, so a refresh racing
+	// an eviction cannot undo it. It returns the value, "" when none.
+	refreshSrc = `
+local cur = redis.call('GET', KEYS[1])
+if not cur then
+  return ''
+end
+local ttl = tonumber(ARGV[2])
+if cur == ARGV[1] and ttl > 0 and redis.call('PTTL', KEYS[1]) > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return cur
 `
 
 	getSrc = `
@@ -236,7 +319,9 @@ return {cur, redis.call('PTTL', KEYS[1])}
 	deleteIfSrc = `
 local cur = redis.call('GET', KEYS[1])
 if cur and (cur == ARGV[1] or cur == ARGV[2]) then
-  return redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[3], KEYS[1])
+  return 1
 end
 return 0
 `
@@ -247,6 +332,9 @@ var (
 	moveScript     = goredis.NewScript(moveSrc)
 	getScript      = goredis.NewScript(getSrc)
 	deleteIfScript = goredis.NewScript(deleteIfSrc)
+	putScript      = goredis.NewScript(putSrc)
+	delScript      = goredis.NewScript(delSrc)
+	refreshScript  = goredis.NewScript(refreshSrc)
 )
 
 func parseClaim(reply string) (store.Claim, error) {
@@ -262,6 +350,10 @@ func (s *Store) GetOrClaim(ctx context.Context, backend, clientID, proposed stri
 	if err := errors.Join(checkBackend(backend), checkServer(proposed)); err != nil {
 		return store.Claim{}, fmt.Errorf("redis get-or-claim: %w", err)
 	}
+	var t ticket
+	if s.cache != nil {
+		t = s.cache.take(backend, clientID)
+	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
 	reply, err := claimScript.Run(ctx, s.rdb, []string{s.key(backend, clientID)}, proposed, millis(ttl)).Text()
@@ -271,6 +363,9 @@ func (s *Store) GetOrClaim(ctx context.Context, backend, clientID, proposed stri
 	c, err := parseClaim(reply)
 	if err != nil {
 		return store.Claim{}, fmt.Errorf("redis get-or-claim: %w", err)
+	}
+	if s.cache != nil {
+		s.cache.fill(t, clientID, c, ttl)
 	}
 	return c, nil
 }
@@ -283,7 +378,7 @@ func (s *Store) Move(ctx context.Context, backend, clientID, from, to string, tt
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	reply, err := moveScript.Run(ctx, s.rdb, []string{s.key(backend, clientID)}, from, to, millis(ttl)).Text()
+	reply, err := moveScript.Run(ctx, s.rdb, []string{s.key(backend, clientID)}, from, to, millis(ttl), s.channel).Text()
 	if err != nil {
 		return store.Claim{}, fmt.Errorf("redis move: %w", err)
 	}
@@ -344,7 +439,8 @@ func (s *Store) Put(ctx context.Context, b store.Binding) error {
 		ttl = time.Duration(millis(b.TTL)) * time.Millisecond
 	}
 	// SET without KEEPTTL drops any old TTL, as "replace" wants.
-	if err := s.rdb.Set(ctx, s.key(b.Backend, b.ClientID), encodeValue(b.Server, b.Pinned), ttl).Err(); err != nil {
+	err := putScript.Run(ctx, s.rdb, []string{s.key(b.Backend, b.ClientID)}, encodeValue(b.Server, b.Pinned), millis(ttl), s.channel).Err()
+	if err != nil {
 		return fmt.Errorf("redis put: %w", err)
 	}
 	return nil
@@ -355,7 +451,7 @@ func (s *Store) Delete(ctx context.Context, backend, clientID string) error {
 	if err := checkBackend(backend); err != nil {
 		return fmt.Errorf("redis delete: %w", err)
 	}
-	n, err := s.rdb.Del(ctx, s.key(backend, clientID)).Result()
+	n, err := delScript.Run(ctx, s.rdb, []string{s.key(backend, clientID)}, s.channel).Int()
 	if err != nil {
 		return fmt.Errorf("redis delete: %w", err)
 	}
@@ -832,7 +928,7 @@ func (s *Store) DeleteByServer(ctx context.Context, backend, server string) (int
 		pipe := s.rdb.Pipeline()
 		cmds := make([]*goredis.Cmd, len(doomed))
 		for i, k := range doomed {
-			cmds[i] = deleteIfScript.Eval(ctx, pipe, []string{k}, server, pinned)
+			cmds[i] = deleteIfScript.Eval(ctx, pipe, []string{k}, server, pinned, s.channel)
 		}
 		_, _ = pipe.Exec(ctx)
 		for _, c := range cmds {

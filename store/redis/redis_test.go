@@ -33,7 +33,7 @@ func newURLStore(t testing.TB, url string) *Store {
 	prefix := fmt.Sprintf("t%d[*?]\\:", prefixSeq.Add(1))
 	// The contract is about semantics, not latency: a generous budget keeps
 	// cold-pool bursts under -race on a busy machine from timing out.
-	s, err := New(context.Background(), Options{URL: url, Prefix: prefix, OpTimeout: 2 * time.Second})
+	s, err := New(context.Background(), Options{URL: url, Prefix: prefix, OpTimeout: 2 * time.Second, CacheSize: 1000})
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -226,11 +226,11 @@ func TestDeleteIfScriptSparesMovedBinding(t *testing.T) {
 	if _, err := s.GetOrClaim(ctx, "be", "c", "s2", 0); err != nil { // "moved" to s2
 		t.Fatal(err)
 	}
-	n, err := deleteIfScript.Run(ctx, s.rdb, []string{s.key("be", "c")}, "s1", "!s1").Int()
+	n, err := deleteIfScript.Run(ctx, s.rdb, []string{s.key("be", "c")}, "s1", "!s1", s.channel).Int()
 	if err != nil || n != 0 {
 		t.Fatalf("delete-if s1 = %d, %v; want 0", n, err)
 	}
-	n, err = deleteIfScript.Run(ctx, s.rdb, []string{s.key("be", "c")}, "s2", "!s2").Int()
+	n, err = deleteIfScript.Run(ctx, s.rdb, []string{s.key("be", "c")}, "s2", "!s2", s.channel).Int()
 	if err != nil || n != 1 {
 		t.Fatalf("delete-if s2 = %d, %v; want 1", n, err)
 	}
@@ -482,6 +482,7 @@ func TestScriptsTouchOneKey(t *testing.T) {
 	keyRef := regexp.MustCompile(`KEYS\[[^\]]*\]`)
 	for name, src := range map[string]string{
 		"claim": claimSrc, "move": moveSrc, "get": getSrc, "deleteIf": deleteIfSrc,
+		"put": putSrc, "del": delSrc, "refresh": refreshSrc,
 	} {
 		refs := keyRef.FindAllString(src, -1)
 		if len(refs) == 0 {
@@ -493,9 +494,11 @@ func TestScriptsTouchOneKey(t *testing.T) {
 			}
 		}
 		// redis.call with a computed key name would hide from KEYS.
-		for _, call := range regexp.MustCompile(`redis\.call\('[A-Z]+', ([^,)]+)`).FindAllStringSubmatch(src, -1) {
-			if call[1] != "KEYS[1]" {
-				t.Errorf("%s script calls Redis on %s", name, call[1])
+		// PUBLISH names a channel, not a key: Redis Cluster delivers it
+		// to every node.
+		for _, call := range regexp.MustCompile(`redis\.call\('([A-Z]+)', ([^,)]+)`).FindAllStringSubmatch(src, -1) {
+			if call[1] != "PUBLISH" && call[2] != "KEYS[1]" {
+				t.Errorf("%s script calls Redis on %s", name, call[2])
 			}
 		}
 	}
@@ -522,9 +525,15 @@ func TestScriptsTouchOneKey(t *testing.T) {
 	if n, err := s.DeleteByServer(ctx, "be", "s2"); err != nil || n != 1 {
 		t.Fatalf("DeleteByServer = %d, %v", n, err)
 	}
+	if err := s.Put(ctx, store.Binding{Backend: "be", ClientID: "b", Server: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "be", "b"); err != nil {
+		t.Fatal(err)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.evals < 4 {
+	if h.evals < 6 {
 		t.Fatalf("saw %d script calls, want at least 4", h.evals)
 	}
 	for _, bad := range h.bad {
