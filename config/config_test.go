@@ -3,6 +3,7 @@ package config
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -119,5 +120,38 @@ func TestIsLoopback(t *testing.T) {
 		if IsLoopback(addr) != want {
 			t.Errorf("IsLoopback(%q) != %v", addr, want)
 		}
+	}
+}
+
+// The README's configuration reference decodes strictly and says the
+// defaults ("Defaults are the values shown"): everything but the example
+// backends and the agents list (which defaults to spoe_listen) is what
+// Default gives.
+func TestREADMEConfigurationIsTheDefaults(t *testing.T) {
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(data), "## Configuration")
+	if !ok {
+		t.Fatal("README has no Configuration section")
+	}
+	_, rest, ok = strings.Cut(rest, "```yaml\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("no yaml block in the README's Configuration section")
+	}
+	got, err := Parse(strings.NewReader(block), noEnv)
+	if err != nil {
+		t.Fatalf("the README's configuration: %v", err)
+	}
+	want := Default()
+	got.Backends, want.Backends = nil, nil
+	got.HAProxy.Agents, want.HAProxy.Agents = nil, nil
+	if len(got.HAProxy.Resolvers) == 0 {
+		got.HAProxy.Resolvers = nil // "resolvers: []" shown for the empty default
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("the README's values differ from the defaults:\nREADME  %+v\ndefault %+v", got, want)
 	}
 }

@@ -154,8 +154,8 @@ func (r *report) markdown() string {
 	}
 	if s := r.scale; s != nil {
 		fmt.Fprintf(&b, "\n### Memory at scale\n\n| measure | value |\n|---|---:|\n")
-		fmt.Fprintf(&b, "| Redis: bytes per binding (used_memory growth / keys, %s bindings, 24-byte ids, TTL 30m) | %.0f |\n",
-			thousands(s.redisKeys), s.bytesPerBinding())
+		fmt.Fprintf(&b, "| Redis: bytes per binding (used_memory growth / bindings, %s bindings in %s bucket keys, 24-byte ids, TTL 30m) | %.0f |\n",
+			thousands(s.redisPlaced), thousands(s.redisKeys), s.bytesPerBinding())
 		fmt.Fprintf(&b, "| Redis: used_memory with those bindings | %s |\n", mib(s.redisUsed))
 		fmt.Fprintf(&b, "| agent RSS, memory store: empty → %s bindings | %s → %s |\n", thousands(s.memPlaced), mib(s.memRSS0), mib(s.memRSS))
 		fmt.Fprintf(&b, "| agent RSS, memory store: growth per binding | %.0f B |\n", float64(s.memRSS-s.memRSS0)/float64(max(s.memPlaced, 1)))

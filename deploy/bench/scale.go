@@ -16,8 +16,9 @@ import (
 // clients through SPOE, exactly as HAProxy would ask (one NOTIFY per
 // CONNECT, pipelined), so the bindings are written by the real code path:
 // the agent's decision and the store's get-or-claim (on Redis, its script:
-// same keys, values and TTL as in production). The Redis agent writes to an
-// empty database (1), so INFO's used_memory grows by exactly those keys.
+// same buckets, values and TTL as in production). The Redis agent writes to
+// an empty database (1), so INFO's used_memory grows by exactly those
+// bindings.
 
 type scaleResult struct {
 	n int
@@ -28,7 +29,7 @@ type scaleResult struct {
 	// Redis.
 	redisPlaced             int64
 	redisRate               float64
-	redisKeys               int64
+	redisKeys               int64 // bucket keys created
 	redisUsed0, redisUsed   int64
 	redisRSS0, redisRSSPeak int64
 	redisRSS                int64
@@ -91,12 +92,13 @@ func (b *bench) scale(ctx context.Context) (*scaleResult, error) {
 	return res, nil
 }
 
-// bytesPerBinding is Redis's used_memory growth per key the fill created.
+// bytesPerBinding is Redis's used_memory growth per binding the fill
+// created (each placement is a new client: one binding).
 func (r *scaleResult) bytesPerBinding() float64 {
-	if r.redisKeys == 0 {
+	if r.redisPlaced == 0 {
 		return 0
 	}
-	return float64(r.redisUsed-r.redisUsed0) / float64(r.redisKeys)
+	return float64(r.redisUsed-r.redisUsed0) / float64(r.redisPlaced)
 }
 
 // scaleID numbers 24-byte client ids under a prefix of 8 bytes.

@@ -34,13 +34,32 @@ type Broker struct {
 func StartMosquitto(t testing.TB, name string) *Broker {
 	t.Helper()
 	RequireBinary(t, "mosquitto")
-	b := &Broker{Name: name, dir: t.TempDir(), port: FreePort(t)}
-	b.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port))
-	b.start(t)
+	b := &Broker{Name: name, dir: t.TempDir()}
+	StartOnFreePorts(t, 1, func(ports []int) *Process {
+		b.port = ports[0]
+		b.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port))
+		b.launch(t)
+		return b.Proc
+	}, func(*Process) error {
+		c, err := net.DialTimeout("tcp", b.Addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	b.announce(t)
 	return b
 }
 
+// start runs the broker (again) on its port.
 func (b *Broker) start(t testing.TB) {
+	t.Helper()
+	b.launch(t)
+	WaitTCP(t, b.Addr, 10*time.Second)
+	b.announce(t)
+}
+
+func (b *Broker) launch(t testing.TB) {
 	t.Helper()
 	conf := filepath.Join(b.dir, "mosquitto.conf")
 	b.logPath = filepath.Join(b.dir, fmt.Sprintf("mosquitto-%d.log", time.Now().UnixNano()))
@@ -54,7 +73,11 @@ func (b *Broker) start(t testing.TB) {
 		t.Fatal(err)
 	}
 	b.Proc = Start(t, "mosquitto", []string{"-c", conf}, b.dir)
-	WaitTCP(t, b.Addr, 10*time.Second)
+}
+
+// announce publishes the broker's name, retained, on NodeTopic.
+func (b *Broker) announce(t testing.TB) {
+	t.Helper()
 	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + b.Addr).SetClientID("stickyd-test-announcer").SetAutoReconnect(false).SetConnectTimeout(5 * time.Second))
 	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("announce on %s: %v", b.Name, tok.Error())

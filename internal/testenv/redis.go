@@ -32,19 +32,21 @@ type Redis struct {
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
 	r := &Redis{
-		bin:  RequireBinary(t, "redis-server"),
-		Dir:  t.TempDir(),
-		port: FreePort(t),
+		bin: RequireBinary(t, "redis-server"),
+		Dir: t.TempDir(),
 	}
-	r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
-	r.URL = "redis://" + r.Addr + "/0"
-	r.start(t)
+	StartOnFreePorts(t, 1, func(ports []int) *Process {
+		r.port = ports[0]
+		r.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(r.port))
+		r.URL = "redis://" + r.Addr + "/0"
+		r.Proc = Start(t, r.bin, r.args(), r.Dir)
+		return r.Proc
+	}, func(*Process) error { return r.ping() })
 	return r
 }
 
-func (r *Redis) start(t testing.TB) {
-	t.Helper()
-	args := []string{
+func (r *Redis) args() []string {
+	return []string{
 		"--port", strconv.Itoa(r.port),
 		"--bind", "127.0.0.1",
 		"--dir", r.Dir,
@@ -54,7 +56,12 @@ func (r *Redis) start(t testing.TB) {
 		"--daemonize", "no",
 		"--logfile", "",
 	}
-	r.Proc = Start(t, r.bin, args, r.Dir)
+}
+
+// start runs redis-server again on its port (StartAgain).
+func (r *Redis) start(t testing.TB) {
+	t.Helper()
+	r.Proc = Start(t, r.bin, r.args(), r.Dir)
 	Eventually(t, 10*time.Second, func() error {
 		if err := r.Proc.Alive(); err != nil {
 			t.Fatalf("redis-server: %v", err) // e.g. lost the port race; no point waiting

@@ -36,29 +36,27 @@ func StartRedisCluster(t testing.TB) *RedisCluster {
 	c := &RedisCluster{}
 	for range 3 {
 		dir := t.TempDir()
-		port := FreePort(t)
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		args := []string{
-			"--port", strconv.Itoa(port),
-			"--bind", "127.0.0.1",
-			"--dir", dir,
-			"--cluster-enabled", "yes",
-			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
-			"--cluster-node-timeout", "2000",
-			// The bus port defaults to port+10000, which may not exist (or
-			// be taken) for an ephemeral port: take a free one too.
-			"--cluster-port", strconv.Itoa(FreePort(t)),
-			"--appendonly", "no",
-			"--save", "",
-			"--daemonize", "no",
-			"--logfile", "",
-		}
-		p := Start(t, bin, args, dir)
+		var addr string
+		p, _ := StartOnFreePorts(t, 2, func(ports []int) *Process {
+			addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+			return Start(t, bin, []string{
+				"--port", strconv.Itoa(ports[0]),
+				"--bind", "127.0.0.1",
+				"--dir", dir,
+				"--cluster-enabled", "yes",
+				"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+				"--cluster-node-timeout", "2000",
+				// The bus port defaults to port+10000, which may not exist (or
+				// be taken) for an ephemeral port: take a free one too.
+				"--cluster-port", strconv.Itoa(ports[1]),
+				"--appendonly", "no",
+				"--save", "",
+				"--daemonize", "no",
+				"--logfile", "",
+			}, dir)
+		}, func(*Process) error { return redisPing(addr) })
 		c.Addrs = append(c.Addrs, addr)
 		c.Nodes = append(c.Nodes, p)
-	}
-	for i, addr := range c.Addrs {
-		waitRedisReady(t, c.Nodes[i], addr)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -84,23 +82,16 @@ func StartRedisCluster(t testing.TB) *RedisCluster {
 	return c
 }
 
-// waitRedisReady waits until the server at addr answers PING, failing at
-// once if it exited (e.g. it lost the race for its port).
-func waitRedisReady(t testing.TB, p *Process, addr string) {
-	t.Helper()
-	Eventually(t, 10*time.Second, func() error {
-		if err := p.Alive(); err != nil {
-			t.Fatalf("redis-server on %s: %v", addr, err)
-		}
-		v, err := RedisDo(addr, "PING")
-		if err != nil {
-			return err
-		}
-		if v != "PONG" {
-			return fmt.Errorf("PING answered %v", v)
-		}
-		return nil
-	})
+// redisPing checks that the server at addr answers PING.
+func redisPing(addr string) error {
+	v, err := RedisDo(addr, "PING")
+	if err != nil {
+		return err
+	}
+	if v != "PONG" {
+		return fmt.Errorf("PING answered %v", v)
+	}
+	return nil
 }
 
 // RedisDo sends one command to the Redis server (or sentinel) at addr over

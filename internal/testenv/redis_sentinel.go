@@ -42,19 +42,19 @@ func StartRedisSentinel(t testing.TB) *RedisSentinel {
 	rs := &RedisSentinel{}
 	startData := func(extra ...string) (*Process, string) {
 		dir := t.TempDir()
-		port := FreePort(t)
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		args := append([]string{
-			"--port", strconv.Itoa(port),
-			"--bind", "127.0.0.1",
-			"--dir", dir,
-			"--appendonly", "no",
-			"--save", "",
-			"--daemonize", "no",
-			"--logfile", "",
-		}, extra...)
-		p := Start(t, bin, args, dir)
-		waitRedisReady(t, p, addr)
+		var addr string
+		p, _ := StartOnFreePorts(t, 1, func(ports []int) *Process {
+			addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+			return Start(t, bin, append([]string{
+				"--port", strconv.Itoa(ports[0]),
+				"--bind", "127.0.0.1",
+				"--dir", dir,
+				"--appendonly", "no",
+				"--save", "",
+				"--daemonize", "no",
+				"--logfile", "",
+			}, extra...), dir)
+		}, func(*Process) error { return redisPing(addr) })
 		return p, addr
 	}
 	rs.Master, rs.MasterAddr = startData()
@@ -66,11 +66,13 @@ func StartRedisSentinel(t testing.TB) *RedisSentinel {
 
 	for range 3 {
 		dir := t.TempDir()
-		port := FreePort(t)
-		// Sentinel rewrites its config file (known peers, epochs), so it
-		// needs one of its own in a writable directory.
-		conf := filepath.Join(dir, "sentinel.conf")
-		body := fmt.Sprintf(`port %d
+		var addr string
+		p, _ := StartOnFreePorts(t, 1, func(ports []int) *Process {
+			addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
+			// Sentinel rewrites its config file (known peers, epochs), so it
+			// needs one of its own in a writable directory.
+			conf := filepath.Join(dir, "sentinel.conf")
+			body := fmt.Sprintf(`port %d
 bind 127.0.0.1
 dir %s
 daemonize no
@@ -78,13 +80,14 @@ logfile ""
 sentinel monitor %s 127.0.0.1 %s 2
 sentinel down-after-milliseconds %s 1000
 sentinel failover-timeout %s 5000
-`, port, dir, SentinelMaster, masterPort, SentinelMaster, SentinelMaster)
-		if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		p := Start(t, bin, []string{conf, "--sentinel"}, dir)
+`, ports[0], dir, SentinelMaster, masterPort, SentinelMaster, SentinelMaster)
+			if err := os.WriteFile(conf, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			return Start(t, bin, []string{conf, "--sentinel"}, dir)
+		}, func(*Process) error { return redisPing(addr) })
 		rs.Sentinels = append(rs.Sentinels, p)
-		rs.SentinelAddrs = append(rs.SentinelAddrs, net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		rs.SentinelAddrs = append(rs.SentinelAddrs, addr)
 	}
 	// Sentinels find the replica through the master's INFO and each other
 	// through hello messages (every 2 s) on the master: wait for both, or a

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -201,4 +202,39 @@ func (p *Process) Alive() error {
 		return fmt.Errorf("%s: %w: %v\n%s", p.Name, ErrExited, p.err, p.Output())
 	}
 	return nil
+}
+
+// portAttempts bounds how often a server is started again on new ports.
+const portAttempts = 5
+
+// StartOnFreePorts starts a server on n ports taken from :0 listeners. Each
+// listener is closed before the server binds its port, and in between the
+// port may go to another process (an outgoing connection's source port,
+// another test): the server then exits saying "Address already in use",
+// and is started again on new ports. ready reports when it serves; the
+// first error of a server that exited for another reason fails the test.
+func StartOnFreePorts(t testing.TB, n int, start func(ports []int) *Process, ready func(p *Process) error) (*Process, []int) {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		ports := make([]int, n)
+		for i := range ports {
+			ports[i] = FreePort(t)
+		}
+		p := start(ports)
+		var exited error
+		Eventually(t, 15*time.Second, func() error {
+			if err := p.Alive(); err != nil {
+				exited = err
+				return nil
+			}
+			return ready(p)
+		})
+		if exited == nil {
+			return p, ports
+		}
+		if !strings.Contains(p.Output(), "ddress already in use") || attempt == portAttempts {
+			t.Fatalf("%s: %v", p.Name, exited)
+		}
+		t.Logf("%s lost a port to another process; starting it again on new ports", p.Name)
+	}
 }

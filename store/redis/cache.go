@@ -76,12 +76,12 @@ type CacheStats struct {
 type cache struct {
 	capacity int // per shard
 	prefix   string
-	keyStart int // len(prefix + "b:")
 	seed     maphash.Seed
 	now      func() time.Time
 
 	enabled  atomic.Bool
 	backends atomic.Pointer[map[string]*cacheBackend]
+	names    sync.Map // server name -> its one copy
 	addMu    sync.Mutex
 
 	refreshes chan refreshReq
@@ -103,15 +103,20 @@ type cacheShard struct {
 	// a fill carries the gen it read before asking Redis, and is refused if
 	// the gen moved meanwhile.
 	gen uint64
-	m   map[string]*cacheEntry
+	m   map[string]cacheEntry
 }
 
+// cacheEntry is held by value: no allocation, no pointer for the GC.
 type cacheEntry struct {
-	server     string
+	server     string        // interned
 	ttl        time.Duration // of the last claim or refresh
 	confirmed  int64         // unix ns: Redis last returned this binding
-	every      int64         // refreshEvery(ttl), ns
 	refreshing bool
+}
+
+// stale reports whether the entry has gone unconfirmed too long to answer.
+func (e *cacheEntry) stale(now int64) bool {
+	return now-e.confirmed > 2*int64(refreshEvery(e.ttl))
 }
 
 // ticket is taken before a Redis call whose answer may fill the cache.
@@ -131,7 +136,6 @@ func newCache(size int, prefix string) *cache {
 	c := &cache{
 		capacity:  max(size/cacheShards, 1),
 		prefix:    prefix,
-		keyStart:  len(prefix) + len("b:"),
 		seed:      maphash.MakeSeed(),
 		now:       time.Now,
 		refreshes: make(chan refreshReq, refreshQueue),
@@ -157,7 +161,7 @@ func (c *cache) backend(name string, create bool) *cacheBackend {
 	}
 	b := &cacheBackend{}
 	for i := range b.shards {
-		b.shards[i].m = map[string]*cacheEntry{}
+		b.shards[i].m = map[string]cacheEntry{}
 	}
 	m[name] = b
 	c.backends.Store(&m)
@@ -182,9 +186,9 @@ func (c *cache) lookup(backend string, id []byte, ttl time.Duration) (store.Clai
 	sh := &b.shards[maphash.Bytes(c.seed, id)%cacheShards]
 	now := c.now().UnixNano()
 	sh.mu.Lock()
-	e := sh.m[string(id)]
-	if e == nil || now-e.confirmed > 2*e.every {
-		if e != nil {
+	e, ok := sh.m[string(id)]
+	if !ok || e.stale(now) {
+		if ok {
 			delete(sh.m, string(id))
 		}
 		sh.mu.Unlock()
@@ -192,9 +196,10 @@ func (c *cache) lookup(backend string, id []byte, ttl time.Duration) (store.Clai
 		return store.Claim{}, false
 	}
 	server := e.server
-	due := !e.refreshing && (now-e.confirmed >= e.every || ttl > e.ttl)
+	due := !e.refreshing && (now-e.confirmed >= int64(refreshEvery(e.ttl)) || ttl > e.ttl)
 	if due {
 		e.refreshing = true
+		sh.m[string(id)] = e
 	}
 	gen := sh.gen
 	sh.mu.Unlock()
@@ -205,8 +210,9 @@ func (c *cache) lookup(backend string, id []byte, ttl time.Duration) (store.Clai
 		default:
 			// Queue full: leave it for a later hit.
 			sh.mu.Lock()
-			if e := sh.m[string(id)]; e != nil {
+			if e, ok := sh.m[string(id)]; ok {
 				e.refreshing = false
+				sh.m[string(id)] = e
 			}
 			sh.mu.Unlock()
 		}
@@ -229,35 +235,52 @@ func (c *cache) take(backend, id string) ticket {
 // bindings are not cached: their TTL is not refreshed by a connect, so an
 // entry could outlive them.
 func (c *cache) fill(t ticket, id string, claim store.Claim, ttl time.Duration) {
-	if !t.ok || claim.Pinned || !c.enabled.Load() {
+	if !t.ok || !c.enabled.Load() {
 		return
 	}
 	now := c.now().UnixNano()
 	t.sh.mu.Lock()
 	defer t.sh.mu.Unlock()
+	if claim.Pinned {
+		delete(t.sh.m, id)
+		return
+	}
 	if t.sh.gen != t.gen {
 		return
 	}
-	if e := t.sh.m[id]; e != nil {
-		e.server, e.ttl, e.confirmed, e.every = claim.Server, ttl, now, int64(refreshEvery(ttl))
-		return
+	if _, ok := t.sh.m[id]; !ok && len(t.sh.m) >= c.capacity {
+		t.sh.evict(now)
 	}
-	if len(t.sh.m) >= c.capacity {
-		for k := range t.sh.m { // map order is random: a random eviction
-			delete(t.sh.m, k)
-			break
-		}
-	}
-	t.sh.m[id] = &cacheEntry{server: claim.Server, ttl: ttl, confirmed: now, every: int64(refreshEvery(ttl))}
+	t.sh.m[id] = cacheEntry{server: c.intern(claim.Server), ttl: ttl, confirmed: now}
 }
 
-// invalidate drops a key named by an invalidation message.
-func (c *cache) invalidate(key string) {
-	rest, ok := strings.CutPrefix(key, c.prefix+"b:")
-	if !ok {
-		return
+// evict makes room for one entry: a stale one if a few random picks find
+// one, else a random one. Caller holds sh.mu.
+func (sh *cacheShard) evict(now int64) {
+	var victim string
+	n := 0
+	for k, e := range sh.m { // map order is random
+		if victim = k; e.stale(now) || n == 7 {
+			break
+		}
+		n++
 	}
-	backend, id, ok := strings.Cut(rest, ":")
+	delete(sh.m, victim)
+}
+
+// intern shares one copy of each server name among the entries.
+func (c *cache) intern(server string) string {
+	if v, ok := c.names.Load(server); ok {
+		return v.(string)
+	}
+	v, _ := c.names.LoadOrStore(strings.Clone(server), strings.Clone(server))
+	return v.(string)
+}
+
+// invalidate drops the binding an invalidation message names,
+// "<backend>:<client id>".
+func (c *cache) invalidate(msg string) {
+	backend, id, ok := strings.Cut(msg, ":")
 	if !ok {
 		return
 	}
@@ -419,7 +442,7 @@ func (c *cache) refresh(ctx context.Context, s *Store, batch []refreshReq) {
 	defer cancel()
 	cmds, err := s.runPipelined(ctx, refreshScript, len(batch), func(i int) ([]string, []any) {
 		r := batch[i]
-		return []string{s.key(r.backend, r.id)}, []any{r.server, millis(r.ttl)}
+		return []string{s.bucketKey(r.backend, r.id)}, []any{r.id, r.server, millis(r.ttl)}
 	})
 	now := c.now().UnixNano()
 	for i, r := range batch {
@@ -438,13 +461,15 @@ func (c *cache) refresh(ctx context.Context, s *Store, batch []refreshReq) {
 		}
 		sh := c.shard(b, r.id)
 		sh.mu.Lock()
-		e := sh.m[r.id]
+		e, ok := sh.m[r.id]
 		switch {
-		case e == nil:
+		case !ok:
 		case rerr != nil:
 			e.refreshing = false // a later hit retries; the entry ages out meanwhile
+			sh.m[r.id] = e
 		case cur == r.server && sh.gen == r.gen:
-			e.ttl, e.confirmed, e.every, e.refreshing = r.ttl, now, int64(refreshEvery(r.ttl)), false
+			e.ttl, e.confirmed, e.refreshing = r.ttl, now, false
+			sh.m[r.id] = e
 		default:
 			// Gone, moved or pinned, or invalidated meanwhile: the next
 			// connect asks Redis.

@@ -36,18 +36,21 @@ func TestCluster(t *testing.T) {
 	t.Run("PingChecksEveryMaster", func(t *testing.T) { testClusterPing(t, c) })
 }
 
-// Keys of many client ids land on all three masters, and the store reads
-// every one back.
+// The buckets of many client ids land on all three masters, and the store
+// reads every binding back.
 func testClusterSpread(t *testing.T, c *testenv.RedisCluster, nodes []*goredis.Client) {
 	ctx := context.Background()
 	s := newURLStore(t, c.URL)
 	const n = 3000
+	buckets := map[string]bool{}
 	for i := range n {
-		if _, err := s.GetOrClaim(ctx, "be", fmt.Sprintf("client-%d", i), "s1", time.Hour); err != nil {
+		id := fmt.Sprintf("client-%d", i)
+		buckets[s.bucketKey("be", id)] = true
+		if _, err := s.GetOrClaim(ctx, "be", id, "s1", time.Hour); err != nil {
 			t.Fatal(err)
 		}
 	}
-	total := 0
+	total, keys := 0, len(buckets)
 	for i, node := range nodes {
 		size, err := node.DBSize(ctx).Result()
 		if err != nil {
@@ -55,13 +58,13 @@ func testClusterSpread(t *testing.T, c *testenv.RedisCluster, nodes []*goredis.C
 		}
 		t.Logf("master %s holds %d keys", c.Addrs[i], size)
 		// A third each on average; a sixth is far below any plausible draw.
-		if size < n/6 {
-			t.Errorf("master %s holds %d of %d keys", c.Addrs[i], size, n)
+		if size < int64(keys/6) {
+			t.Errorf("master %s holds %d of %d keys", c.Addrs[i], size, keys)
 		}
 		total += int(size)
 	}
-	if total != n {
-		t.Errorf("masters hold %d keys in all, want %d", total, n)
+	if total != keys {
+		t.Errorf("masters hold %d keys in all, want %d buckets", total, keys)
 	}
 	for i := range n {
 		if b, err := s.Get(ctx, "be", fmt.Sprintf("client-%d", i)); err != nil || b.Server != "s1" {
@@ -80,13 +83,17 @@ func testClusterList(t *testing.T, c *testenv.RedisCluster) {
 	keys := make([]string, n)
 	for i := range n {
 		id := fmt.Sprintf("c%04d", i)
-		keys[i] = s.key("be", id)
+		keys[i] = s.bucketKey("be", id)
 		if err := s.Put(ctx, store.Binding{Backend: "be", ClientID: id, Server: fmt.Sprintf("s%d", i%5), TTL: time.Hour}); err != nil {
 			t.Fatal(err)
 		}
 	}
 
-	all, err := s.fetch(ctx, "be", s.backendPrefix("be"), keys, "", map[string]struct{}{})
+	now, err := s.redisNow(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.fetch(ctx, "be", keys, store.ListOptions{}, now, map[string]struct{}{})
 	if err != nil || len(all) != n {
 		t.Fatalf("fetch across masters: %d bindings, %v; want %d", len(all), err, n)
 	}

@@ -39,32 +39,62 @@
 //
 // With the default Prefix "stickyd:":
 //
-//	binding   <Prefix>b:<backend>:<clientID>   STRING  server, or "!"+server when pinned
-//	                                           native TTL (PX); no TTL = never expires
+//	bindings  <Prefix>h:<backend>:<bucket>     HASH    field: client id; value: "<expiry>|<server>"
 //	draining  <Prefix>drain:<backend>          SET     names of draining servers
+//	(channel) <Prefix>inv                      pub/sub "<backend>:<client id>" of every changed binding
+//
+// A backend's bindings are spread over 65536 hash buckets: <bucket> is the
+// low 16 bits of FNV-1a 32 of the client id, as four lowercase hex digits
+// (client id "c/1 x" of backend "be" lives in "stickyd:h:be:e29a"). Small
+// hashes are stored by Redis as listpacks, about 55 bytes per binding with
+// 24-byte ids against about 160 for a string key with its own TTL. A bucket
+// past hash-max-listpack-entries fields (512 in Redis 7's default
+// configuration: some 30 million bindings in one backend) or holding an id
+// or value past hash-max-listpack-value bytes (64) becomes a regular hash
+// table: still correct, about 100 bytes per binding.
+//
+// The value is the expiry in Redis-clock unix milliseconds (0: never),
+// '|', and the server, prefixed with '!' when pinned. Expiry is per binding,
+// so it lives in the value: an expired field is not a binding (every read
+// skips it, a claim replaces it), writes sweep a bucket's expired fields
+// now and then (one write in sixteen), and the bucket key itself carries a
+// TTL that covers its longest-lived field (none while a field never
+// expires), so a bucket of dead bindings goes by itself. Time is Redis's
+// own (TIME, inside the scripts), never an agent's clock.
 //
 // Backend names never contain ':' (the config forbids it and this package
-// rejects it), so the first ':' after "b:" ends the backend and everything
-// after it is the client id, byte for byte: Redis keys are binary-safe, so
-// ids with '/', '%', spaces, NUL, invalid UTF-8 or glob metacharacters are
-// stored as is. A '{' in a client id only changes the
-// Redis Cluster hash slot of its key. Server names never start with '!'
-// (rejected here), which keeps the pinned marker unambiguous. The empty
-// client id is a valid key ("<Prefix>b:<backend>:") and is supported.
+// rejects it). Client ids are hash fields, byte for byte: ids with '/', '%',
+// spaces, NUL, invalid UTF-8 or glob metacharacters are stored as is, and
+// the empty id is a valid field. Server names never start with '!'
+// (rejected here), which keeps the pinned marker unambiguous.
 //
-// Each key lives in the hash slot of its own name, so a cluster spreads the
-// bindings of a backend over all its masters. A Prefix holding "{...}"
-// would put every key in one slot, on one master.
+// Each bucket lives in the hash slot of its own name, so a cluster spreads
+// a backend's buckets over all its masters. A Prefix holding "{...}" would
+// put every key in one slot, on one master.
 //
 // # Atomicity and round trips
 //
-// Every script touches exactly one key (KEYS[1]), so all of them stay valid
-// on Redis Cluster. GetOrClaim and Move are one script each (EVALSHA, with EVAL on
-// NOSCRIPT after a restart): one round trip. GetOrClaim refreshes the TTL of
-// an unpinned binding that has one; pinned and never-expiring bindings keep
-// theirs. Move is a compare-and-swap on the unpinned value. DeleteByServer
-// deletes with a compare-and-delete script, so a binding that moved to
-// another server meanwhile survives.
+// Every script touches exactly one key (KEYS[1], the bucket), so all of
+// them stay valid on Redis Cluster. GetOrClaim and Move are one script each
+// (EVALSHA, with EVAL on NOSCRIPT after a restart): one round trip.
+// GetOrClaim refreshes the TTL of an unpinned binding that has one; pinned
+// and never-expiring bindings keep theirs. Move is a compare-and-swap on the
+// unpinned value. DeleteByServer runs one compare-and-delete script per
+// bucket, so a binding that moved to another server meanwhile survives.
+// Every script that changes or removes a binding publishes it on the
+// invalidation channel in the same atomic step.
+//
+// # Local cache
+//
+// With Options.CacheSize (redis_cache_size, 100000 by default in stickyd
+// serve), each Store keeps recent unpinned bindings in process and answers
+// a reconnect from them (TryGetOrClaim) without a round trip; cache.go
+// describes how it stays coherent with every other agent: invalidations
+// over pub/sub, no answer while the subscription is down, refreshes that
+// reset the TTL in pipelined batches at most every ttl/16 (100ms to 30s)
+// and never create a binding, and entries unconfirmed for twice that
+// dropped. A binding's TTL is therefore reset at most that often per agent,
+// not at every connect.
 //
 // # Timeouts and failure
 //
@@ -90,10 +120,12 @@
 //
 // # Paging
 //
-// List walks the keyspace with SCAN MATCH (glob metacharacters in the key
-// prefix, backend and client-id prefix escaped), at most 8 SCAN calls per
-// page, each followed by one pipeline of GET+PTTL; a key that vanished in
-// between is skipped. The SCAN COUNT adapts to how many keys matched so far, up to 4*Limit.
+// List walks the backend's buckets with SCAN MATCH (glob metacharacters in
+// the key prefix and backend escaped), at most 8 SCAN calls per page, each
+// followed by one pipeline of HGETALL; a bucket that vanished in between is
+// skipped, and the client-id prefix and server filters apply to the fields.
+// The SCAN COUNT adapts to how many bindings the buckets yielded so far, up
+// to 4*Limit.
 // Items are not ordered, and a page never holds more than Limit items: when
 // a SCAN step brings more than the page has room for, the page takes the
 // step's first ids in client-id order and the cursor records the step, so
@@ -104,15 +136,16 @@
 // other, in the order of the lowest slot each serves (so a replica promoted
 // by a failover takes its master's place). CountByServer and
 // DeleteByServer walk them the same way. Each admin call lists the masters
-// afresh (CLUSTER SLOTS and CLUSTER MYID on each master); the GET+PTTL
+// afresh (CLUSTER SLOTS and CLUSTER MYID on each master); the HGETALL
 // pipelines go through the cluster client, which splits them by node and
 // follows MOVED and ASK redirects.
 //
 // The cursor is opaque base64url: a version byte, a flags byte, on a
 // cluster a 4-byte tag naming the master (FNV-1a of its node ID), the node
 // index, the SCAN cursor and, inside a step, its COUNT, end and the last id
-// returned (so it can be as long as a client id). SCAN returns a binding
-// present for the whole walk at least once, but may return one twice: when
+// returned (so it can be as long as a client id). SCAN returns a bucket
+// present for the whole walk, and so each binding in it, at least once,
+// but may return one twice: when
 // Redis shrinks its hash table between pages, or when a replayed step spans
 // more keys than the original. Callers must tolerate duplicates across
 // pages; a page itself holds none. CountByServer counts what SCAN returns,

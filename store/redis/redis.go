@@ -188,11 +188,33 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-func (s *Store) backendPrefix(backend string) string { return s.prefix + "b:" + backend + ":" }
+// bucketBits sizes the hash buckets of a backend: 65536 of them. It is
+// part of the key layout: every agent sharing a Redis must agree on it.
+const bucketBits = 16
 
-func (s *Store) key(backend, clientID string) string {
-	return s.prefix + "b:" + backend + ":" + clientID
+// bucketOf spreads client ids over the buckets (FNV-1a 32: stable across
+// processes and versions).
+func bucketOf(clientID string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(clientID); i++ {
+		h ^= uint32(clientID[i])
+		h *= 16777619
+	}
+	return h & (1<<bucketBits - 1)
 }
+
+// bucketPrefix starts every bucket key of a backend.
+func (s *Store) bucketPrefix(backend string) string { return s.prefix + "h:" + backend + ":" }
+
+// bucketKey is the hash that holds the client's binding.
+func (s *Store) bucketKey(backend, clientID string) string {
+	const hexDigits = "0123456789abcdef"
+	n := bucketOf(clientID)
+	return s.prefix + "h:" + backend + ":" + string([]byte{hexDigits[n>>12&15], hexDigits[n>>8&15], hexDigits[n>>4&15], hexDigits[n&15]})
+}
+
+// invMessage names a binding on the invalidation channel.
+func invMessage(backend, clientID string) string { return backend + ":" + clientID }
 
 func (s *Store) drainKey(backend string) string { return s.prefix + "drain:" + backend }
 
@@ -218,130 +240,11 @@ func millis(ttl time.Duration) int64 {
 	return int64((ttl + time.Millisecond - 1) / time.Millisecond)
 }
 
-// decodeValue splits a stored value into server and pinned flag.
-func decodeValue(v string) (server string, pinned bool) {
-	if strings.HasPrefix(v, "!") {
-		return v[1:], true
-	}
-	return v, false
-}
-
-func encodeValue(server string, pinned bool) string {
-	if pinned {
-		return "!" + server
-	}
-	return server
-}
-
-// Scripts reply "1"+value when they wrote the binding, "0"+value when they
-// returned the existing one: a single bulk string is the cheapest reply to
-// parse. A pinned value starts with '!' and a server name never does, so
-// `cur == from` below also means "unpinned". Each script touches KEYS[1]
-// only, so it runs on Redis Cluster whatever slot the key hashes to
-// (TestScriptsTouchOneKey checks this).
-const (
-	claimSrc = `
-local cur = redis.call('GET', KEYS[1])
-if cur then
-  local ttl = tonumber(ARGV[2])
-  if ttl > 0 and string.sub(cur, 1, 1) ~= '!' and redis.call('PTTL', KEYS[1]) > 0 then
-    redis.call('PEXPIRE', KEYS[1], ttl)
-  end
-  return '0' .. cur
-end
-if ARGV[2] ~= '0' then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-return '1' .. ARGV[1]
-`
-
-	// Every script that changes or removes a binding publishes its key on
-	// the invalidation channel (the last ARGV) for the agents' caches.
-	moveSrc = `
-local cur = redis.call('GET', KEYS[1])
-if cur and cur ~= ARGV[1] then
-  return '0' .. cur
-end
-if ARGV[3] ~= '0' then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-else
-  redis.call('SET', KEYS[1], ARGV[2])
-end
-redis.call('PUBLISH', ARGV[4], KEYS[1])
-return '1' .. ARGV[2]
-`
-
-	// ARGV[1] is the value, ARGV[2] the TTL in ms (0: none).
-	putSrc = `
-if ARGV[2] ~= '0' then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-else
-  redis.call('SET', KEYS[1], ARGV[1])
-end
-redis.call('PUBLISH', ARGV[3], KEYS[1])
-return 1
-`
-
-	delSrc = `
-local n = redis.call('DEL', KEYS[1])
-if n == 1 then
-  redis.call('PUBLISH', ARGV[1], KEYS[1])
-end
-return n
-`
-
-	// The cache's refresh: the TTL of the binding reset if it is still the
-	// cached (unpinned) server; never a binding created, so a refresh racing
-	// an eviction cannot undo it. It returns the value, "" when none.
-	refreshSrc = `
-local cur = redis.call('GET', KEYS[1])
-if not cur then
-  return ''
-end
-local ttl = tonumber(ARGV[2])
-if cur == ARGV[1] and ttl > 0 and redis.call('PTTL', KEYS[1]) > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-end
-return cur
-`
-
-	getSrc = `
-local cur = redis.call('GET', KEYS[1])
-if not cur then
-  return false
-end
-return {cur, redis.call('PTTL', KEYS[1])}
-`
-
-	// ARGV[1] is the server, ARGV[2] the same server pinned.
-	deleteIfSrc = `
-local cur = redis.call('GET', KEYS[1])
-if cur and (cur == ARGV[1] or cur == ARGV[2]) then
-  redis.call('DEL', KEYS[1])
-  redis.call('PUBLISH', ARGV[3], KEYS[1])
-  return 1
-end
-return 0
-`
-)
-
-var (
-	claimScript    = goredis.NewScript(claimSrc)
-	moveScript     = goredis.NewScript(moveSrc)
-	getScript      = goredis.NewScript(getSrc)
-	deleteIfScript = goredis.NewScript(deleteIfSrc)
-	putScript      = goredis.NewScript(putSrc)
-	delScript      = goredis.NewScript(delSrc)
-	refreshScript  = goredis.NewScript(refreshSrc)
-)
-
 func parseClaim(reply string) (store.Claim, error) {
 	if len(reply) == 0 || (reply[0] != '0' && reply[0] != '1') {
 		return store.Claim{}, fmt.Errorf("unexpected script reply %.20q", reply)
 	}
-	server, pinned := decodeValue(reply[1:])
+	server, pinned := decodeServer(reply[1:])
 	return store.Claim{Server: server, Pinned: pinned, Claimed: reply[0] == '1'}, nil
 }
 
@@ -356,7 +259,7 @@ func (s *Store) GetOrClaim(ctx context.Context, backend, clientID, proposed stri
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	reply, err := claimScript.Run(ctx, s.rdb, []string{s.key(backend, clientID)}, proposed, millis(ttl)).Text()
+	reply, err := claimScript.Run(ctx, s.rdb, []string{s.bucketKey(backend, clientID)}, clientID, proposed, millis(ttl)).Text()
 	if err != nil {
 		return store.Claim{}, fmt.Errorf("redis get-or-claim: %w", err)
 	}
@@ -378,7 +281,8 @@ func (s *Store) Move(ctx context.Context, backend, clientID, from, to string, tt
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	reply, err := moveScript.Run(ctx, s.rdb, []string{s.key(backend, clientID)}, from, to, millis(ttl), s.channel).Text()
+	reply, err := moveScript.Run(ctx, s.rdb, []string{s.bucketKey(backend, clientID)},
+		clientID, from, to, millis(ttl), s.channel, invMessage(backend, clientID)).Text()
 	if err != nil {
 		return store.Claim{}, fmt.Errorf("redis move: %w", err)
 	}
@@ -394,7 +298,7 @@ func (s *Store) Get(ctx context.Context, backend, clientID string) (store.Bindin
 	if err := checkBackend(backend); err != nil {
 		return store.Binding{}, fmt.Errorf("redis get: %w", err)
 	}
-	res, err := getScript.Run(ctx, s.rdb, []string{s.key(backend, clientID)}).Slice()
+	res, err := getScript.Run(ctx, s.rdb, []string{s.bucketKey(backend, clientID)}, clientID).Slice()
 	if errors.Is(err, goredis.Nil) {
 		return store.Binding{}, store.ErrNotFound
 	}
@@ -413,16 +317,8 @@ func (s *Store) Get(ctx context.Context, backend, clientID string) (store.Bindin
 	if !ok {
 		return store.Binding{}, fmt.Errorf("redis get: unexpected script reply %.80v", res)
 	}
-	return makeBinding(backend, clientID, v, pttl)
-}
-
-// makeBinding builds a Binding from a value and its PTTL in milliseconds.
-func makeBinding(backend, clientID, value string, pttl int64) (store.Binding, error) {
-	if pttl == -2 {
-		return store.Binding{}, store.ErrNotFound
-	}
 	b := store.Binding{Backend: backend, ClientID: clientID}
-	b.Server, b.Pinned = decodeValue(value)
+	b.Server, b.Pinned = decodeServer(v)
 	if pttl > 0 {
 		b.TTL = time.Duration(pttl) * time.Millisecond
 	}
@@ -434,12 +330,8 @@ func (s *Store) Put(ctx context.Context, b store.Binding) error {
 	if err := errors.Join(checkBackend(b.Backend), checkServer(b.Server)); err != nil {
 		return fmt.Errorf("redis put: %w", err)
 	}
-	var ttl time.Duration
-	if b.TTL > 0 {
-		ttl = time.Duration(millis(b.TTL)) * time.Millisecond
-	}
-	// SET without KEEPTTL drops any old TTL, as "replace" wants.
-	err := putScript.Run(ctx, s.rdb, []string{s.key(b.Backend, b.ClientID)}, encodeValue(b.Server, b.Pinned), millis(ttl), s.channel).Err()
+	err := putScript.Run(ctx, s.rdb, []string{s.bucketKey(b.Backend, b.ClientID)},
+		b.ClientID, encodeServer(b.Server, b.Pinned), millis(b.TTL), s.channel, invMessage(b.Backend, b.ClientID)).Err()
 	if err != nil {
 		return fmt.Errorf("redis put: %w", err)
 	}
@@ -451,7 +343,7 @@ func (s *Store) Delete(ctx context.Context, backend, clientID string) error {
 	if err := checkBackend(backend); err != nil {
 		return fmt.Errorf("redis delete: %w", err)
 	}
-	n, err := delScript.Run(ctx, s.rdb, []string{s.key(backend, clientID)}, s.channel).Int()
+	n, err := delScript.Run(ctx, s.rdb, []string{s.bucketKey(backend, clientID)}, clientID, s.channel, invMessage(backend, clientID)).Int()
 	if err != nil {
 		return fmt.Errorf("redis delete: %w", err)
 	}
@@ -704,8 +596,11 @@ func (s *Store) List(ctx context.Context, backend string, opts store.ListOptions
 	if cur, err = locate(cur, nodes); err != nil {
 		return store.Page{}, err
 	}
-	keyPrefix := s.backendPrefix(backend)
-	pattern := globEscape(keyPrefix+opts.Prefix) + "*"
+	pattern := globEscape(s.bucketPrefix(backend)) + "*"
+	now, err := s.redisNow(ctx)
+	if err != nil {
+		return store.Page{}, fmt.Errorf("redis list: %w", err)
+	}
 
 	var page store.Page
 	seen := make(map[string]struct{}) // no duplicates within a page
@@ -720,18 +615,16 @@ func (s *Store) List(ctx context.Context, backend string, opts store.ListOptions
 		if err != nil {
 			return store.Page{}, fmt.Errorf("redis list: scan: %w", err)
 		}
+		batch, err := s.fetch(ctx, backend, keys, opts, now, seen)
+		if err != nil {
+			return store.Page{}, fmt.Errorf("redis list: %w", err)
+		}
 		// Skipping ids <= after is safe only if this replay covers no more
 		// of the keyspace than the step did then; if it covers more (keys
 		// were deleted or the table shrank), skip nothing: ids already
 		// returned come again, which callers tolerate, but none is lost.
 		if replay && scanPos(next) <= scanPos(cur.end) {
-			keys = slices.DeleteFunc(keys, func(k string) bool {
-				return strings.TrimPrefix(k, keyPrefix) <= cur.after
-			})
-		}
-		batch, err := s.fetch(ctx, backend, keyPrefix, keys, opts.Server, seen)
-		if err != nil {
-			return store.Page{}, fmt.Errorf("redis list: %w", err)
+			batch = slices.DeleteFunc(batch, func(b store.Binding) bool { return b.ClientID <= cur.after })
 		}
 		asked += count
 		found += len(batch)
@@ -774,55 +667,63 @@ func scanCount(need, limit, asked, found int) int {
 	return min(max(c, 1), 4*limit)
 }
 
-// fetch reads the bindings behind keys in one pipeline, skipping keys that
-// vanished since SCAN, ids in seen (which it extends) and, when server is
-// set, bindings of other servers. On Redis Cluster the client splits the
-// pipeline by node and follows MOVED/ASK, so keys migrating meanwhile are
-// still read.
-func (s *Store) fetch(ctx context.Context, backend, keyPrefix string, keys []string, server string, seen map[string]struct{}) ([]store.Binding, error) {
+// redisNow is Redis's clock, which the bindings' expiries follow, in unix
+// milliseconds.
+func (s *Store) redisNow(ctx context.Context) (int64, error) {
+	t, err := s.rdb.Time(ctx).Result()
+	if err != nil {
+		return 0, fmt.Errorf("time: %w", err)
+	}
+	return t.UnixMilli(), nil
+}
+
+// readBuckets reads bucket keys in one pipeline and calls fn with every
+// live binding: client id, server, pinned, expiry (unix ms, 0 = never). A
+// bucket that vanished since SCAN is skipped. On Redis Cluster the client
+// splits the pipeline by node and follows MOVED/ASK, so buckets migrating
+// meanwhile are still read.
+func (s *Store) readBuckets(ctx context.Context, keys []string, now int64, fn func(id, server string, pinned bool, exp int64)) error {
 	if len(keys) == 0 {
-		return nil, nil
+		return nil
 	}
 	pipe := s.rdb.Pipeline()
-	gets := make([]*goredis.StringCmd, len(keys))
-	ttls := make([]*goredis.DurationCmd, len(keys))
+	cmds := make([]*goredis.MapStringStringCmd, len(keys))
 	for i, k := range keys {
-		gets[i] = pipe.Get(ctx, k)
-		ttls[i] = pipe.PTTL(ctx, k)
+		cmds[i] = pipe.HGetAll(ctx, k)
 	}
 	_, _ = pipe.Exec(ctx) // errors are read per command below
+	for _, c := range cmds {
+		fields, err := c.Result()
+		if err != nil {
+			return fmt.Errorf("hgetall: %w", err)
+		}
+		for id, v := range fields {
+			exp, server, pinned := decodeValue(v)
+			if exp != 0 && exp <= now {
+				continue // expired, not swept yet
+			}
+			fn(id, server, pinned, exp)
+		}
+	}
+	return nil
+}
+
+// fetch reads the bindings in bucket keys, skipping ids in seen (which it
+// extends) and those opts filters out.
+func (s *Store) fetch(ctx context.Context, backend string, keys []string, opts store.ListOptions, now int64, seen map[string]struct{}) ([]store.Binding, error) {
 	var out []store.Binding
-	for i, k := range keys {
-		v, err := gets[i].Result()
-		if errors.Is(err, goredis.Nil) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("get: %w", err)
-		}
-		d, err := ttls[i].Result()
-		if err != nil {
-			return nil, fmt.Errorf("pttl: %w", err)
-		}
-		pttl := int64(d / time.Millisecond)
-		if d < 0 {
-			pttl = int64(d) // -1 no expiry, -2 gone
-		}
-		id := strings.TrimPrefix(k, keyPrefix)
-		if _, dup := seen[id]; dup {
-			continue
-		}
-		b, err := makeBinding(backend, id, v, pttl)
-		if err != nil {
-			continue // expired between GET and PTTL
-		}
-		if server != "" && b.Server != server {
-			continue
+	err := s.readBuckets(ctx, keys, now, func(id, server string, pinned bool, exp int64) {
+		if _, dup := seen[id]; dup || !strings.HasPrefix(id, opts.Prefix) || (opts.Server != "" && server != opts.Server) {
+			return
 		}
 		seen[id] = struct{}{}
+		b := store.Binding{Backend: backend, ClientID: id, Server: server, Pinned: pinned}
+		if exp != 0 {
+			b.TTL = time.Duration(exp-now) * time.Millisecond
+		}
 		out = append(out, b)
-	}
-	return out, nil
+	})
+	return out, err
 }
 
 // scanAll calls fn with each SCAN step of keys matching pattern on every
@@ -853,46 +754,18 @@ func (s *Store) scanAll(ctx context.Context, pattern string, fn func(keys []stri
 	return nil
 }
 
-// getAll reads keys in one pipeline; a vanished key reads as ok=false.
-func (s *Store) getAll(ctx context.Context, keys []string) (vals []string, ok []bool, err error) {
-	pipe := s.rdb.Pipeline()
-	cmds := make([]*goredis.StringCmd, len(keys))
-	for i, k := range keys {
-		cmds[i] = pipe.Get(ctx, k)
-	}
-	_, _ = pipe.Exec(ctx)
-	vals, ok = make([]string, len(keys)), make([]bool, len(keys))
-	for i, c := range cmds {
-		v, err := c.Result()
-		if errors.Is(err, goredis.Nil) {
-			continue
-		}
-		if err != nil {
-			return nil, nil, fmt.Errorf("get: %w", err)
-		}
-		vals[i], ok[i] = v, true
-	}
-	return vals, ok, nil
-}
-
 // CountByServer implements store.Store. It walks the whole backend.
 func (s *Store) CountByServer(ctx context.Context, backend string) (map[string]int, error) {
 	if err := checkBackend(backend); err != nil {
 		return nil, fmt.Errorf("redis count: %w", err)
 	}
+	now, err := s.redisNow(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("redis count: %w", err)
+	}
 	counts := make(map[string]int)
-	err := s.scanAll(ctx, globEscape(s.backendPrefix(backend))+"*", func(keys []string) error {
-		vals, ok, err := s.getAll(ctx, keys)
-		if err != nil {
-			return err
-		}
-		for i, v := range vals {
-			if ok[i] {
-				server, _ := decodeValue(v)
-				counts[server]++
-			}
-		}
-		return nil
+	err = s.scanAll(ctx, globEscape(s.bucketPrefix(backend))+"*", func(keys []string) error {
+		return s.readBuckets(ctx, keys, now, func(_, server string, _ bool, _ int64) { counts[server]++ })
 	})
 	if err != nil {
 		return nil, fmt.Errorf("redis count: %w", err)
@@ -900,37 +773,21 @@ func (s *Store) CountByServer(ctx context.Context, backend string) (map[string]i
 	return counts, nil
 }
 
-// DeleteByServer implements store.Store. Each delete is a one-key
-// compare-and-delete, so a binding that moved meanwhile survives.
+// DeleteByServer implements store.Store: one compare-and-delete script per
+// bucket, so a binding that moved meanwhile survives.
 func (s *Store) DeleteByServer(ctx context.Context, backend, server string) (int, error) {
 	if err := errors.Join(checkBackend(backend), checkServer(server)); err != nil {
 		return 0, fmt.Errorf("redis delete-by-server: %w", err)
 	}
-	pinned := encodeValue(server, true)
+	pinned := encodeServer(server, true)
 	deleted := 0
-	err := s.scanAll(ctx, globEscape(s.backendPrefix(backend))+"*", func(keys []string) error {
-		vals, ok, err := s.getAll(ctx, keys)
+	err := s.scanAll(ctx, globEscape(s.bucketPrefix(backend))+"*", func(keys []string) error {
+		cmds, err := s.runPipelined(ctx, deleteIfScript, len(keys), func(i int) ([]string, []any) {
+			return []string{keys[i]}, []any{server, pinned, s.channel, backend + ":"}
+		})
 		if err != nil {
-			return err
+			return fmt.Errorf("delete: %w", err)
 		}
-		var doomed []string
-		for i, v := range vals {
-			if ok[i] && (v == server || v == pinned) {
-				doomed = append(doomed, keys[i])
-			}
-		}
-		if len(doomed) == 0 {
-			return nil
-		}
-		// EVAL, not EVALSHA: a pipeline cannot fall back on NOSCRIPT, and
-		// each node (and a replica promoted meanwhile) has a script cache
-		// of its own. The script is short; Redis compiles it once.
-		pipe := s.rdb.Pipeline()
-		cmds := make([]*goredis.Cmd, len(doomed))
-		for i, k := range doomed {
-			cmds[i] = deleteIfScript.Eval(ctx, pipe, []string{k}, server, pinned, s.channel)
-		}
-		_, _ = pipe.Exec(ctx)
 		for _, c := range cmds {
 			n, err := c.Int()
 			if err != nil {

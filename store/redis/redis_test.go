@@ -77,23 +77,33 @@ func TestKeyLayout(t *testing.T) {
 	defer s.Close()
 	raw := rawClient(t, r)
 
+	// The bucket is FNV-1a 32 of the id, low 16 bits, in hex: fixed values,
+	// since every agent sharing a Redis must compute the same.
+	for id, want := range map[string]string{"c/1 x": "e29a", "p": "43ef", "": "9dc5"} {
+		if k := s.bucketKey("be", id); k != "stickyd:h:be:"+want {
+			t.Errorf("bucket of %q = %q, want stickyd:h:be:%s", id, k, want)
+		}
+	}
+	before := time.Now().UnixMilli()
 	if _, err := s.GetOrClaim(ctx, "be", "c/1 x", "s1", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := raw.Get(ctx, "stickyd:b:be:c/1 x").Result(); err != nil || v != "s1" {
-		t.Fatalf("raw value = %q, %v", v, err)
+	v, err := raw.HGet(ctx, "stickyd:h:be:e29a", "c/1 x").Result()
+	exp, server, pinned := decodeValue(v)
+	if err != nil || server != "s1" || pinned || exp < before+time.Minute.Milliseconds()-1000 || exp > time.Now().UnixMilli()+time.Minute.Milliseconds()+1000 {
+		t.Fatalf("raw value = %q, %v; want <now+60000>|s1", v, err)
 	}
-	if d, err := raw.PTTL(ctx, "stickyd:b:be:c/1 x").Result(); err != nil || d <= 0 || d > time.Minute {
-		t.Fatalf("raw PTTL = %v, %v", d, err)
+	if d, err := raw.PTTL(ctx, "stickyd:h:be:e29a").Result(); err != nil || d <= 0 || d > time.Minute {
+		t.Fatalf("bucket PTTL = %v, %v; want up to the field's minute", d, err)
 	}
 	if err := s.Put(ctx, store.Binding{Backend: "be", ClientID: "p", Server: "s2", Pinned: true}); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := raw.Get(ctx, "stickyd:b:be:p").Result(); err != nil || v != "!s2" {
+	if v, err := raw.HGet(ctx, "stickyd:h:be:43ef", "p").Result(); err != nil || v != "0|!s2" {
 		t.Fatalf("raw pinned value = %q, %v", v, err)
 	}
-	if d, err := raw.PTTL(ctx, "stickyd:b:be:p").Result(); err != nil || d != -1 {
-		t.Fatalf("raw PTTL of a binding without expiry = %v, %v", d, err)
+	if d, err := raw.PTTL(ctx, "stickyd:h:be:43ef").Result(); err != nil || d != -1 {
+		t.Fatalf("PTTL of a bucket holding a binding without expiry = %v, %v", d, err)
 	}
 	if err := s.SetDraining(ctx, "be", "s3", true); err != nil {
 		t.Fatal(err)
@@ -101,11 +111,86 @@ func TestKeyLayout(t *testing.T) {
 	if m, err := raw.SMembers(ctx, "stickyd:drain:be").Result(); err != nil || len(m) != 1 || m[0] != "s3" {
 		t.Fatalf("raw drain set = %v, %v", m, err)
 	}
-	// A value written by hand is read back the same way.
-	raw.Set(ctx, "stickyd:b:be:hand", "!s4", 0)
+	// Values written by hand are read back the same way; one without an
+	// expiry part is a server that never expires.
+	raw.HSet(ctx, s.bucketKey("be", "hand"), "hand", "0|!s4")
 	if b, err := s.Get(ctx, "be", "hand"); err != nil || b.Server != "s4" || !b.Pinned || b.TTL != 0 {
 		t.Fatalf("Get = %+v, %v", b, err)
 	}
+	raw.HSet(ctx, s.bucketKey("be", "bare"), "bare", "s5")
+	if c, err := s.GetOrClaim(ctx, "be", "bare", "s1", time.Minute); err != nil || c.Server != "s5" || c.Claimed {
+		t.Fatalf("GetOrClaim of a bare value = %+v, %v", c, err)
+	}
+}
+
+// The bucket's own TTL follows its fields: it covers the longest-lived one,
+// none while a field never expires, and is recomputed when that one goes;
+// expired fields are not bindings, and writes sweep them out.
+func TestBucketLifetime(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.StartRedis(t)
+	s := newTestStore(t, r)
+	raw := rawClient(t, r)
+	// Ids that share one bucket.
+	var ids []string
+	want := bucketOf("seed")
+	for i := 0; len(ids) < 3; i++ {
+		if id := fmt.Sprint("id-", i); bucketOf(id) == want {
+			ids = append(ids, id)
+		}
+	}
+	key := s.bucketKey("be", ids[0])
+	pttl := func() time.Duration {
+		d, err := raw.PTTL(ctx, key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	if _, err := s.GetOrClaim(ctx, "be", ids[0], "s1", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetOrClaim(ctx, "be", ids[1], "s1", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if d := pttl(); d <= 59*time.Minute {
+		t.Fatalf("bucket PTTL %v, want the hour of its longest field", d)
+	}
+	if err := s.Put(ctx, store.Binding{Backend: "be", ClientID: ids[2], Server: "s2"}); err != nil {
+		t.Fatal(err)
+	}
+	if d := pttl(); d != -1 {
+		t.Fatalf("bucket PTTL %v with a field that never expires, want none (-1)", d)
+	}
+	if err := s.Delete(ctx, "be", ids[2]); err != nil {
+		t.Fatal(err)
+	}
+	if d := pttl(); d <= 59*time.Minute || d > time.Hour {
+		t.Fatalf("bucket PTTL %v after the never-expiring field went, want the hour again", d)
+	}
+	// An expired field is no binding: not got, not listed, not counted,
+	// claimed anew.
+	raw.HSet(ctx, key, ids[2], "1000|s3")
+	if _, err := s.Get(ctx, "be", ids[2]); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get of an expired field = %v", err)
+	}
+	if c, err := s.CountByServer(ctx, "be"); err != nil || c["s3"] != 0 {
+		t.Fatalf("counts %v, %v", c, err)
+	}
+	if c, err := s.GetOrClaim(ctx, "be", ids[2], "s1", time.Minute); err != nil || !c.Claimed || c.Server != "s1" {
+		t.Fatalf("claim over an expired field = %+v, %v", c, err)
+	}
+	// Sweeps (a sixteenth of writes) remove dead fields.
+	raw.HSet(ctx, key, "dead", "1000|s3")
+	for i := 0; i < 2000; i++ {
+		if _, err := s.GetOrClaim(ctx, "be", ids[0], "s1", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if n, _ := raw.HExists(ctx, key, "dead").Result(); !n {
+			return
+		}
+	}
+	t.Fatal("2000 writes to the bucket never swept its expired field")
 }
 
 func TestClientOption(t *testing.T) {
@@ -226,11 +311,11 @@ func TestDeleteIfScriptSparesMovedBinding(t *testing.T) {
 	if _, err := s.GetOrClaim(ctx, "be", "c", "s2", 0); err != nil { // "moved" to s2
 		t.Fatal(err)
 	}
-	n, err := deleteIfScript.Run(ctx, s.rdb, []string{s.key("be", "c")}, "s1", "!s1", s.channel).Int()
+	n, err := deleteIfScript.Run(ctx, s.rdb, []string{s.bucketKey("be", "c")}, "s1", "!s1", s.channel, "be:").Int()
 	if err != nil || n != 0 {
 		t.Fatalf("delete-if s1 = %d, %v; want 0", n, err)
 	}
-	n, err = deleteIfScript.Run(ctx, s.rdb, []string{s.key("be", "c")}, "s2", "!s2", s.channel).Int()
+	n, err = deleteIfScript.Run(ctx, s.rdb, []string{s.bucketKey("be", "c")}, "s2", "!s2", s.channel, "be:").Int()
 	if err != nil || n != 1 {
 		t.Fatalf("delete-if s2 = %d, %v; want 1", n, err)
 	}
@@ -367,7 +452,8 @@ func TestListSparseBackend(t *testing.T) {
 	raw := rawClient(t, r)
 	pipe := raw.Pipeline()
 	for i := range 20000 {
-		pipe.Set(ctx, s.key("noise", fmt.Sprint(i)), "s", 0)
+		id := fmt.Sprint(i)
+		pipe.HSet(ctx, s.bucketKey("noise", id), id, "0|s")
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
@@ -415,11 +501,12 @@ func TestListUnderChurn(t *testing.T) {
 	s := newTestStore(t, r)
 	raw := rawClient(t, r)
 	pipe := raw.Pipeline()
+	put := func(c goredis.Cmdable, id string) { c.HSet(ctx, s.bucketKey("be", id), id, "0|s") }
 	for i := range 1000 {
-		pipe.Set(ctx, s.key("be", fmt.Sprintf("stable-%d", i)), "s", 0)
+		put(pipe, fmt.Sprintf("stable-%d", i))
 	}
 	for i := range 30000 {
-		pipe.Set(ctx, s.key("be", fmt.Sprintf("churn-%d", i)), "s", 0)
+		put(pipe, fmt.Sprintf("churn-%d", i))
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
@@ -444,23 +531,20 @@ func TestListUnderChurn(t *testing.T) {
 		opts.Cursor = p.NextCursor
 		switch {
 		case page == 300:
-			// Drop most keys: Redis shrinks the table on its next cron.
-			var cur uint64
-			for {
-				keys, c, err := raw.Scan(ctx, cur, globEscape(s.backendPrefix("be"))+"churn-*", 1000).Result()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(keys) > 0 {
-					raw.Unlink(ctx, keys...)
-				}
-				if cur = c; cur == 0 {
-					break
-				}
+			// Drop most bindings, and so most buckets: Redis shrinks the
+			// table on its next cron.
+			pipe := raw.Pipeline()
+			for i := range next {
+				id := fmt.Sprintf("churn-%d", i)
+				pipe.HDel(ctx, s.bucketKey("be", id), id)
+			}
+			if _, err := pipe.Exec(ctx); err != nil {
+				t.Fatal(err)
 			}
 		case page%5 == 0:
-			raw.Set(ctx, s.key("be", fmt.Sprintf("churn-%d", next)), "s", 0)
-			raw.Del(ctx, s.key("be", fmt.Sprintf("churn-%d", next-7)))
+			put(raw, fmt.Sprintf("churn-%d", next))
+			id := fmt.Sprintf("churn-%d", next-7)
+			raw.HDel(ctx, s.bucketKey("be", id), id)
 			next++
 		}
 	}

@@ -1,0 +1,260 @@
+package redis
+
+import (
+	"strconv"
+	"strings"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// Bindings live in hash buckets (see the package doc): KEYS[1] is always
+// the bucket and ARGV[1] the client id (a field of it) where there is one.
+// A field's value is "<expiry>|<server>": the expiry in Redis-clock unix
+// milliseconds (0: never), the server prefixed with '!' when pinned.
+//
+// Every script touches KEYS[1] only, so it runs on Redis Cluster whatever
+// slot the bucket hashes to (TestScriptsTouchOneKey checks this). Every
+// script that changes or removes a binding publishes "<backend>:<id>" on the
+// invalidation channel in the same atomic step, for the agents' caches.
+//
+// Claim and move reply "1"+server when they wrote the binding, "0"+server
+// when they returned the one in force (a pinned server keeps its '!'): a
+// single bulk string is the cheapest reply to parse.
+
+// luaLib is prepended to every script.
+const luaLib = `
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- parse splits a value into its expiry and server; a value not written by
+-- stickyd reads as a server that never expires.
+local function parse(v)
+  local i = string.find(v, '|', 1, true)
+  if not i then return 0, v end
+  return tonumber(string.sub(v, 1, i - 1)) or 0, string.sub(v, i + 1)
+end
+local function live(exp, now) return exp == 0 or exp > now end
+local function value(exp, server) return string.format('%.0f', exp) .. '|' .. server end
+-- The bucket's own TTL covers its longest-lived field; a bucket holding a
+-- field that never expires has none. retime recomputes it from every field
+-- (after a never-expiring field goes); a bucket of dead fields is removed.
+local function retime(now)
+  local all = redis.call('HGETALL', KEYS[1])
+  local max = 0
+  for i = 2, #all, 2 do
+    local exp = parse(all[i])
+    if exp == 0 then
+      redis.call('PERSIST', KEYS[1])
+      return
+    end
+    if exp > max then max = exp end
+  end
+  if max > now then
+    redis.call('PEXPIRE', KEYS[1], max - now)
+  elseif #all > 0 then
+    redis.call('DEL', KEYS[1])
+  end
+end
+-- sweep drops expired fields; writes call it now and then (one in
+-- sixteen), so a live bucket does not keep dead bindings for long.
+local function sweep(now)
+  if now % 16 ~= 0 then return end
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    if not live(parse(all[i + 1]), now) then redis.call('HDEL', KEYS[1], all[i]) end
+  end
+end
+-- write sets a field and keeps the bucket's TTL covering it. old is the
+-- expiry of the value it replaces (nil for none).
+local function write(id, exp, server, now, old)
+  local fresh = redis.call('EXISTS', KEYS[1]) == 0
+  redis.call('HSET', KEYS[1], id, value(exp, server))
+  if exp == 0 then
+    redis.call('PERSIST', KEYS[1])
+  elseif old == 0 then
+    retime(now)
+  else
+    local pttl = redis.call('PTTL', KEYS[1])
+    -- -1 on a bucket that existed: another field never expires.
+    if (fresh or pttl >= 0) and pttl < exp - now then
+      redis.call('PEXPIRE', KEYS[1], exp - now)
+    end
+  end
+  sweep(now)
+end
+local function expiry(ttl, now)
+  if ttl > 0 then return now + ttl end
+  return 0
+end
+`
+
+const (
+	// ARGV: id, proposed server, ttl ms (0: none). An existing unpinned
+	// binding that expires gets its TTL reset.
+	claimSrc = luaLib + `
+local now = now_ms()
+local ttl = tonumber(ARGV[3])
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+local old
+if v then
+  local exp, cur = parse(v)
+  if live(exp, now) then
+    if ttl > 0 and exp ~= 0 and string.sub(cur, 1, 1) ~= '!' then
+      write(ARGV[1], now + ttl, cur, now, exp)
+    end
+    return '0' .. cur
+  end
+  old = exp
+end
+write(ARGV[1], expiry(ttl, now), ARGV[2], now, old)
+return '1' .. ARGV[2]
+`
+
+	// ARGV: id, from, to, ttl ms, channel, message. A pinned value starts
+	// with '!' and a server name never does, so cur == from also means
+	// "unpinned".
+	moveSrc = luaLib + `
+local now = now_ms()
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+local old
+if v then
+  local exp, cur = parse(v)
+  if live(exp, now) and cur ~= ARGV[2] then
+    return '0' .. cur
+  end
+  old = exp
+end
+write(ARGV[1], expiry(tonumber(ARGV[4]), now), ARGV[3], now, old)
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return '1' .. ARGV[3]
+`
+
+	// ARGV: id. Reply: {server, remaining ms or -1 (never)}, or nil.
+	getSrc = luaLib + `
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then
+  return false
+end
+local now = now_ms()
+local exp, cur = parse(v)
+if not live(exp, now) then
+  return false
+end
+if exp == 0 then
+  return {cur, -1}
+end
+return {cur, exp - now}
+`
+
+	// ARGV: id, server ('!'-prefixed when pinned), ttl ms (0: none),
+	// channel, message.
+	putSrc = luaLib + `
+local now = now_ms()
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+local old
+if v then old = parse(v) end
+write(ARGV[1], expiry(tonumber(ARGV[3]), now), ARGV[2], now, old)
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+`
+
+	// ARGV: id, channel, message. Reply: 1 if a live binding was removed.
+	delSrc = luaLib + `
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then
+  return 0
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+local now = now_ms()
+local exp = parse(v)
+if exp == 0 then
+  retime(now)
+end
+if not live(exp, now) then
+  return 0
+end
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+`
+
+	// ARGV: server, the same pinned, channel, "<backend>:". Removes every
+	// live binding of the bucket to that server (compare-and-delete in one
+	// step, so one that moved meanwhile survives) and replies how many.
+	deleteIfSrc = luaLib + `
+local now = now_ms()
+local all = redis.call('HGETALL', KEYS[1])
+local n, forever = 0, false
+for i = 1, #all, 2 do
+  local exp, cur = parse(all[i + 1])
+  if live(exp, now) and (cur == ARGV[1] or cur == ARGV[2]) then
+    redis.call('HDEL', KEYS[1], all[i])
+    redis.call('PUBLISH', ARGV[3], ARGV[4] .. all[i])
+    n = n + 1
+    forever = forever or exp == 0
+  end
+end
+if forever then
+  retime(now)
+end
+return n
+`
+
+	// The cache's refresh. ARGV: id, cached server, ttl ms. The TTL is reset
+	// if the binding is still the cached (unpinned) server; a binding is
+	// never created, so a refresh racing an eviction cannot undo it. Reply:
+	// the server in force ('!'-prefixed when pinned), "" when none.
+	refreshSrc = luaLib + `
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then
+  return ''
+end
+local now = now_ms()
+local exp, cur = parse(v)
+if not live(exp, now) then
+  return ''
+end
+local ttl = tonumber(ARGV[3])
+if cur == ARGV[2] and ttl > 0 and exp ~= 0 then
+  write(ARGV[1], now + ttl, cur, now, exp)
+end
+return cur
+`
+)
+
+var (
+	claimScript    = goredis.NewScript(claimSrc)
+	moveScript     = goredis.NewScript(moveSrc)
+	getScript      = goredis.NewScript(getSrc)
+	putScript      = goredis.NewScript(putSrc)
+	delScript      = goredis.NewScript(delSrc)
+	deleteIfScript = goredis.NewScript(deleteIfSrc)
+	refreshScript  = goredis.NewScript(refreshSrc)
+)
+
+// decodeValue splits a stored value into expiry (unix ms, 0 = never),
+// server and pinned flag, as the scripts' parse does.
+func decodeValue(v string) (exp int64, server string, pinned bool) {
+	rest := v
+	if i := strings.IndexByte(v, '|'); i >= 0 {
+		exp, _ = strconv.ParseInt(v[:i], 10, 64)
+		rest = v[i+1:]
+	}
+	server, pinned = decodeServer(rest)
+	return exp, server, pinned
+}
+
+// decodeServer strips the pinned marker.
+func decodeServer(v string) (server string, pinned bool) {
+	if strings.HasPrefix(v, "!") {
+		return v[1:], true
+	}
+	return v, false
+}
+
+func encodeServer(server string, pinned bool) string {
+	if pinned {
+		return "!" + server
+	}
+	return server
+}
