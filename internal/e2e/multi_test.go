@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -290,4 +292,70 @@ func TestAgentLossAndHAProxyReloadDuringStorm(t *testing.T) {
 		t.Fatal("A's HAProxy never fell back while its agent was dead")
 	}
 	t.Logf("storm: %d connections through an agent kill and an HAProxy reload, 0 failed", total)
+}
+
+// metric reads one sample from an agent's /metrics ("name" or
+// `name{label="v"}` exactly as exposed); 0 when absent.
+func (s *stack) metric(sample string) float64 {
+	s.t.Helper()
+	resp, err := http.Get("http://" + s.apiAddr + "/metrics")
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return 0
+}
+
+// The agents' local caches follow every change, whichever agent makes it:
+// clients that B answers from its cache are pinned elsewhere through A's
+// API, and their next connection through B reaches the new node.
+func TestCachedBindingsFollowChangesMadeElsewhere(t *testing.T) {
+	r := testenv.StartRedis(t)
+	a, b := twoInstances(t, r.URL)
+	clients := ids("cached", 40)
+	first := b.connectAll(clients)
+	hits := b.metric(`stickyd_redis_cache_lookups_total{result="hit"}`)
+	for round := 0; round < 3; round++ {
+		for id, n := range b.connectAll(clients) {
+			if n != first[id] {
+				t.Fatalf("%s reached %s, first %s", id, n, first[id])
+			}
+		}
+	}
+	if got := b.metric(`stickyd_redis_cache_lookups_total{result="hit"}`) - hits; got < float64(2*len(clients)) {
+		t.Fatalf("B answered %v reconnects from its cache, want most of %d: the test would not exercise it", got, 3*len(clients))
+	}
+	other := map[string]string{"n1": "n2", "n2": "n1"}
+	for _, id := range clients[:20] {
+		if code, body := a.api().do("PUT", "/v1/backends/mqtt/bindings/"+id, map[string]any{"server": other[first[id]]}); code != http.StatusOK {
+			t.Fatalf("pin %s through A: %d %v", id, code, body)
+		}
+	}
+	// Invalidations travel over pub/sub: allow for a slow delivery, but a
+	// cache that missed them would answer the old node for a minute.
+	testenv.Eventually(t, 10*time.Second, func() error {
+		got := b.connectAll(clients[:20])
+		for _, id := range clients[:20] {
+			if got[id] != other[first[id]] {
+				return fmt.Errorf("%s reached %s through B after A pinned it to %s", id, got[id], other[first[id]])
+			}
+		}
+		return nil
+	})
+	if n := b.metric("stickyd_redis_cache_invalidations_total"); n < 20 {
+		t.Fatalf("B saw %v invalidations, want at least 20", n)
+	}
+	// Pinned: through either instance, every connection goes there.
+	for id, n := range a.connectAll(clients[:20]) {
+		if n != other[first[id]] {
+			t.Fatalf("%s reached %s through A, pinned to %s", id, n, other[first[id]])
+		}
+	}
 }
