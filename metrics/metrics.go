@@ -233,7 +233,7 @@ func (m *Metrics) RegisterRedisCache(stats func() redis.CacheStats) {
 			prometheus.Labels{"result": "hit"}, func(s redis.CacheStats) uint64 { return s.Hits }),
 		counter("lookups_total", "Connect-path lookups in the local cache of Redis bindings: hit (answered without Redis) or miss.",
 			prometheus.Labels{"result": "miss"}, func(s redis.CacheStats) uint64 { return s.Misses }),
-		counter("invalidations_total", "Cached bindings dropped because a store (any agent's) changed or removed them.", nil,
+		counter("invalidations_total", "Invalidations received: a binding that a store (any agent's, this one's included) changed or removed, dropped from this cache if it held it.", nil,
 			func(s redis.CacheStats) uint64 { return s.Invalidations }),
 		counter("refreshes_total", "Background refreshes of cached bindings (TTL reset in Redis, binding confirmed).", nil,
 			func(s redis.CacheStats) uint64 { return s.Refreshes }),

@@ -22,9 +22,9 @@ import (
 // bindings only, at most Options.CacheSize of them.
 //
 // Coherence. Every script that changes or removes a binding (move, put,
-// delete, compare-and-delete) publishes the binding's key on the channel
-// <Prefix>inv in the same atomic step; every Store subscribes and drops
-// what it holds for that key. The cache answers only while the subscription
+// delete, compare-and-delete) publishes "<backend>:<client id>" on the
+// channel <Prefix>inv in the same atomic step; every Store subscribes and
+// drops what it holds for that binding. The cache answers only while the subscription
 // is up: when it drops (Redis restarts, fails over, or the connection
 // breaks) the cache is emptied and stays unused until the subscription is
 // back. A lookup that started before an invalidation cannot fill the cache
@@ -65,7 +65,7 @@ func refreshEvery(ttl time.Duration) time.Duration {
 // CacheStats counts what the local cache did.
 type CacheStats struct {
 	Hits, Misses  uint64
-	Invalidations uint64 // keys dropped on another Store's (or this one's) change
+	Invalidations uint64 // invalidations received (any Store's change, this one's included)
 	Refreshes     uint64 // refresh scripts run
 	RefreshErrors uint64
 	Resets        uint64 // times the cache was emptied: subscription lost or (re)made
@@ -106,7 +106,7 @@ type cacheShard struct {
 	m   map[string]cacheEntry
 }
 
-// cacheEntry is held by value: no allocation, no pointer for the GC.
+// cacheEntry is held by value in its shard's map: no allocation of its own.
 type cacheEntry struct {
 	server     string        // interned
 	ttl        time.Duration // of the last claim or refresh
