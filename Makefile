@@ -11,8 +11,8 @@ all: build
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) .
 
-# Installs haproxy, redis-server, redis-tools, mosquitto, mosquitto-clients and
-# chromium (dashboard browser test) when missing.
+# Installs haproxy, redis-server, redis-tools, mosquitto, mosquitto-clients,
+# curl and chromium (dashboard browser test) when missing.
 deps:
 	@deploy/install-deps.sh
 

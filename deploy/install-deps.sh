@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what stickyd's demo and tests run against, when missing:
-# haproxy, redis-server, mosquitto and mosquitto-clients, and chromium (the
-# headless browser of the dashboard tests) (Debian/Ubuntu).
+# haproxy, redis-server, mosquitto and mosquitto-clients, chromium (the
+# headless browser of the dashboard tests) and curl (the demo) (Debian/Ubuntu).
 # As root it runs apt-get; otherwise it uses sudo when that works without a
 # password prompt, or stops and prints the exact command to run.
 set -euo pipefail
@@ -14,6 +14,7 @@ declare -A pkg_of=(
   [mosquitto_sub]=mosquitto-clients
   [mosquitto_pub]=mosquitto-clients
   [chromium]=chromium
+  [curl]=curl
 )
 # mosquitto is in /usr/sbin on Debian, which a user's PATH may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
