@@ -310,12 +310,12 @@ var queries = sync.Pool{New: func() any { return new(agent.Query) }}
 // inline set it decides only through TryDecide, and stops at the first
 // message that needs I/O: next is its index, to resume from, or -1 when
 // every message was decided.
-func (s *SPOEServer) decideMessages(msgs *message.Messages, from int, server string, inline InlineDecider) (_ string, next int) {
+func (s *SPOEServer) decideMessages(msgs *message.Messages, from int, server string, inline InlineDecider) (result string, next int) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.Stats.Panics.Add(1)
 			s.log.Error("spoe: panic in handler; answered without actions", "panic", r)
-			server, next = "", -1
+			result, next = "", -1
 		}
 	}()
 	q := queries.Get().(*agent.Query)
