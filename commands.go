@@ -95,7 +95,7 @@ func serve(path string, stderr io.Writer) int {
 	}
 	defer st.Close()
 	mx := metrics.New(metrics.Options{Version: version, Logger: log})
-	if rs, ok := st.(*redis.Store); ok {
+	if rs, ok := st.(*redis.Store); ok && cfg.RedisCacheSize > 0 {
 		mx.RegisterRedisCache(rs.CacheStats)
 	}
 	st = metrics.InstrumentStore(st, mx) // the agent and the API both see it

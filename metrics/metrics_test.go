@@ -726,6 +726,7 @@ func TestDashboard(t *testing.T) {
 	r := newRig(t)
 	spoe := haproxy.NewSPOEServer(r.agent, discard, 65536)
 	r.m.RegisterSPOE(&spoe.Stats)
+	r.m.RegisterRedisCache(func() redis.CacheStats { return redis.CacheStats{} })
 	r.decide("mqtt", "c1")
 	if err := r.m.RefreshBindings(context.Background(), r.store, r.agent.Backends(), time.Second); err != nil {
 		t.Fatal(err)
@@ -845,6 +846,7 @@ func TestDashboard(t *testing.T) {
 		"stickyd_decisions_total", "stickyd_decision_duration_seconds_bucket", "stickyd_store_operation_duration_seconds_bucket",
 		"stickyd_store_errors_total", "stickyd_store_breaker_state", "stickyd_bindings", "stickyd_spoe_connections",
 		"stickyd_spoe_frames_total", "stickyd_spoe_bad_frames_total", "stickyd_api_requests_total",
+		"stickyd_redis_cache_lookups_total", "stickyd_redis_cache_enabled",
 	} {
 		if !used[name] {
 			t.Errorf("no panel uses %s", name)
