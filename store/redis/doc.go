@@ -46,7 +46,7 @@
 // A backend's bindings are spread over 65536 hash buckets: <bucket> is the
 // low 16 bits of FNV-1a 32 of the client id, as four lowercase hex digits
 // (client id "c/1 x" of backend "be" lives in "stickyd:h:be:e29a"). Small
-// hashes are stored by Redis as listpacks, about 55 bytes per binding with
+// hashes are stored by Redis as listpacks, about 58 bytes per binding with
 // 24-byte ids against about 160 for a string key with its own TTL. A bucket
 // past hash-max-listpack-entries fields (512 in Redis 7's default
 // configuration: some 30 million bindings in one backend) or holding an id
