@@ -7,6 +7,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/stickyd/stickyd/internal/spoptest"
 )
 
 // The agent's own frames, read back with the validator's reader.
@@ -48,10 +50,10 @@ func TestDisconnectIsAnsweredAfterInFlightFrames(t *testing.T) {
 	d := &fakeDecider{answer: "n1", block: make(chan struct{})}
 	_, addr := startServer(t, d)
 	c := dialHello(t, addr)
-	if _, err := c.Write(notifyFrame(9, 1, MessageName, connectMsg([]byte("dev-1")))); err != nil {
+	if _, err := c.Write(spoptest.Notify(9, 1, MessageName, connectMsg([]byte("dev-1")))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Write(rawFrame(frameHAProxyDisconnect, flagFin, 0, 0, putKVs(nil, []kvp{{"status-code", uint32(0)}, {"message", "bye"}}))); err != nil {
+	if _, err := c.Write(spoptest.Frame(frameHAProxyDisconnect, flagFin, 0, 0, spoptest.AppendKVs(nil, []kvp{{"status-code", uint32(0)}, {"message", "bye"}}))); err != nil {
 		t.Fatal(err)
 	}
 	close(d.block)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stickyd/stickyd/agent"
 	"github.com/stickyd/stickyd/config"
+	"github.com/stickyd/stickyd/internal/spoptest"
 	"github.com/stickyd/stickyd/store/memory"
 )
 
@@ -28,7 +29,7 @@ const benchClientID = "bench-device-10000000042"
 // CONNECT under the generated configuration: backend as a string, the
 // client id as binary (mqtt_field_value), no username, no session expiry.
 func benchNotify(sid uint64) []byte {
-	return notifyFrame(sid, 1, MessageName+"-mqtt", []kvp{
+	return spoptest.Notify(sid, 1, MessageName+"-mqtt", []kvp{
 		{"backend", "mqtt"}, {"client_id", []byte(benchClientID)}, {"username", nil},
 		{"session_expiry", nil}, {"up_n1", true}, {"up_n2", true},
 	})

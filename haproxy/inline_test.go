@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/stickyd/stickyd/agent"
+	"github.com/stickyd/stickyd/internal/spoptest"
 )
 
 // inlineDecider answers inline ids starting with "warm-" (as a warm cache
@@ -53,9 +54,9 @@ func TestInlineAndWorkerFramesAreAllAnswered(t *testing.T) {
 	// One write: a frame that needs the store, then two warm ones. The warm
 	// ones must not wait behind the first.
 	var burst bytes.Buffer
-	burst.Write(notifyFrame(1, 1, MessageName, connectMsg([]byte("cold-1"))))
-	burst.Write(notifyFrame(2, 1, MessageName, connectMsg([]byte("warm-2"))))
-	burst.Write(notifyFrame(3, 1, MessageName, connectMsg([]byte("warm-3"))))
+	burst.Write(spoptest.Notify(1, 1, MessageName, connectMsg([]byte("cold-1"))))
+	burst.Write(spoptest.Notify(2, 1, MessageName, connectMsg([]byte("warm-2"))))
+	burst.Write(spoptest.Notify(3, 1, MessageName, connectMsg([]byte("warm-3"))))
 	if _, err := c.Write(burst.Bytes()); err != nil {
 		t.Fatal(err)
 	}
@@ -81,8 +82,8 @@ func TestInlineMessagesResumeOnTheWorker(t *testing.T) {
 	d := &inlineDecider{answerIn: "n1"}
 	_, addr := startServer(t, d)
 	c := dialHello(t, addr)
-	payload := append(notifyPayload(MessageName+"-a", connectMsg([]byte("warm-a"))), notifyPayload(MessageName+"-b", connectMsg([]byte("cold-b")))...)
-	if _, err := c.Write(rawFrame(frameNotify, flagFin, 5, 1, payload)); err != nil {
+	payload := append(spoptest.Message(MessageName+"-a", connectMsg([]byte("warm-a"))), spoptest.Message(MessageName+"-b", connectMsg([]byte("cold-b")))...)
+	if _, err := c.Write(spoptest.Frame(frameNotify, flagFin, 5, 1, payload)); err != nil {
 		t.Fatal(err)
 	}
 	if sid, _, srv := ackServer(t, readFrame(t, c)); sid != 5 || srv != "n2" {
@@ -99,14 +100,14 @@ func TestInlinePanicIsAnsweredWithoutActions(t *testing.T) {
 	d := &inlineDecider{panicOn: "warm-boom", answerIn: "n1"}
 	s, addr := startServer(t, d)
 	c := dialHello(t, addr)
-	if _, err := c.Write(notifyFrame(1, 1, MessageName, connectMsg([]byte("warm-boom")))); err != nil {
+	if _, err := c.Write(spoptest.Notify(1, 1, MessageName, connectMsg([]byte("warm-boom")))); err != nil {
 		t.Fatal(err)
 	}
 	if sid, _, srv := ackServer(t, readFrame(t, c)); sid != 1 || srv != "" {
 		t.Fatalf("ACK stream %d server %q, want an empty ACK", sid, srv)
 	}
 	// The connection still serves.
-	if _, err := c.Write(notifyFrame(2, 1, MessageName, connectMsg([]byte("warm-ok")))); err != nil {
+	if _, err := c.Write(spoptest.Notify(2, 1, MessageName, connectMsg([]byte("warm-ok")))); err != nil {
 		t.Fatal(err)
 	}
 	if sid, _, srv := ackServer(t, readFrame(t, c)); sid != 2 || srv != "n1" {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stickyd/stickyd/agent"
+	"github.com/stickyd/stickyd/internal/spoptest"
 )
 
 type fakeDecider struct {
@@ -110,7 +111,7 @@ func TestSPOEServerAnswers(t *testing.T) {
 	_, addr := startServer(t, d)
 	c := dialHello(t, addr)
 	for i, cid := range [][]byte{[]byte("dev-1"), {0, 0xff, '/', '%'}, bytes.Repeat([]byte("x"), 4000)} {
-		if _, err := c.Write(notifyFrame(uint64(i+10), 1, MessageName, connectMsg(cid))); err != nil {
+		if _, err := c.Write(spoptest.Notify(uint64(i+10), 1, MessageName, connectMsg(cid))); err != nil {
 			t.Fatal(err)
 		}
 		sid, fid, srv := ackServer(t, readFrame(t, c))
@@ -132,9 +133,9 @@ func TestSPOEServerSurvivesGarbage(t *testing.T) {
 		"http":              []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
 		"huge length":       {0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 1},
 		"zero length":       {0, 0, 0, 0},
-		"no arg count":      rawFrame(frameNotify, flagFin, 1, 1, putString(nil, "m")),
-		"notify before ack": notifyFrame(1, 1, MessageName, connectMsg([]byte("a"))),
-		"agent frame":       rawFrame(103, flagFin, 0, 0, nil),
+		"no arg count":      spoptest.Frame(frameNotify, flagFin, 1, 1, spoptest.AppendString(nil, "m")),
+		"notify before ack": spoptest.Notify(1, 1, MessageName, connectMsg([]byte("a"))),
+		"agent frame":       spoptest.Frame(103, flagFin, 0, 0, nil),
 		"truncated":         helloFrame(false)[:9],
 	}
 	for name, payload := range bad {
@@ -155,20 +156,20 @@ func TestSPOEServerSurvivesGarbage(t *testing.T) {
 	}
 	t.Run("malformed notify after hello", func(t *testing.T) {
 		c := dialHello(t, addr)
-		_, _ = c.Write(rawFrame(frameNotify, flagFin, 1, 1, append(putString(nil, "m"), 9)))
+		_, _ = c.Write(spoptest.Frame(frameNotify, flagFin, 1, 1, append(spoptest.AppendString(nil, "m"), 9)))
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		_, _ = io.Copy(io.Discard, c)
 	})
 	t.Run("handler panic", func(t *testing.T) {
 		c := dialHello(t, addr)
-		_, _ = c.Write(notifyFrame(5, 1, MessageName, connectMsg([]byte("panic-me"))))
+		_, _ = c.Write(spoptest.Notify(5, 1, MessageName, connectMsg([]byte("panic-me"))))
 		if _, _, srv := ackServer(t, readFrame(t, c)); srv != "" {
 			t.Fatalf("want an empty ACK after a panic, got %q", srv)
 		}
 	})
 	// Still serving.
 	c := dialHello(t, addr)
-	_, _ = c.Write(notifyFrame(1, 1, MessageName, connectMsg([]byte("ok"))))
+	_, _ = c.Write(spoptest.Notify(1, 1, MessageName, connectMsg([]byte("ok"))))
 	if _, _, srv := ackServer(t, readFrame(t, c)); srv != "n1" {
 		t.Fatalf("after garbage: %q", srv)
 	}
@@ -206,7 +207,7 @@ func TestSPOEServerGracefulShutdown(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(l) }()
 	c := dialHello(t, l.Addr().String())
-	_, _ = c.Write(notifyFrame(3, 1, MessageName, connectMsg([]byte("in-flight"))))
+	_, _ = c.Write(spoptest.Notify(3, 1, MessageName, connectMsg([]byte("in-flight"))))
 	time.Sleep(50 * time.Millisecond) // let the frame reach the handler
 
 	shut := make(chan error, 1)

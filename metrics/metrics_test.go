@@ -29,6 +29,7 @@ import (
 	"github.com/stickyd/stickyd/api"
 	"github.com/stickyd/stickyd/config"
 	"github.com/stickyd/stickyd/haproxy"
+	"github.com/stickyd/stickyd/internal/spoptest"
 	"github.com/stickyd/stickyd/metrics"
 	"github.com/stickyd/stickyd/store"
 	"github.com/stickyd/stickyd/store/memory"
@@ -458,77 +459,11 @@ func (failCount) CountByServer(context.Context, string) (map[string]int, error) 
 	return nil, errors.New("connection refused")
 }
 
-// Test-side SPOP encoder: what HAProxy sends (haproxy doc/SPOE.txt).
-const (
-	spopHello  = 1
-	spopNotify = 3
-	spopString = 8
-	spopBinary = 9
-	spopBool   = 1
-	spopUint32 = 3
-)
-
-func spopVarint(b []byte, v uint64) []byte {
-	if v < 240 {
-		return append(b, byte(v))
-	}
-	b = append(b, byte(v)|0xf0)
-	v = (v - 240) >> 4
-	for v >= 128 {
-		b = append(b, byte(v)|0x80)
-		v = (v - 128) >> 7
-	}
-	return append(b, byte(v))
-}
-
-func spopStr(b []byte, s string) []byte { return append(spopVarint(b, uint64(len(s))), s...) }
-
-func spopKV(b []byte, k string, v any) []byte {
-	b = spopStr(b, k)
-	switch v := v.(type) {
-	case bool:
-		if v {
-			return append(b, spopBool|0x10)
-		}
-		return append(b, spopBool)
-	case uint32:
-		return spopVarint(append(b, spopUint32), uint64(v))
-	case string:
-		return spopStr(append(b, spopString), v)
-	case []byte:
-		return spopStr(append(b, spopBinary), string(v))
-	}
-	panic("unsupported")
-}
-
-func spopFrame(typ byte, sid, fid uint64, payload []byte) []byte {
-	body := []byte{typ, 0, 0, 0, 1} // FIN
-	body = spopVarint(body, sid)
-	body = spopVarint(body, fid)
-	body = append(body, payload...)
-	out := binary.BigEndian.AppendUint32(nil, uint32(len(body)))
-	return append(out, body...)
-}
-
-func spopHelloFrame(healthcheck bool) []byte {
-	p := spopKV(nil, "supported-versions", "2.0")
-	p = spopKV(p, "max-frame-size", uint32(16380))
-	p = spopKV(p, "capabilities", "pipelining,async")
-	if healthcheck {
-		p = spopKV(p, "healthcheck", true)
-	}
-	return spopFrame(spopHello, 0, 0, p)
-}
-
+// spopConnect is the NOTIFY of one CONNECT, as HAProxy sends it.
 func spopConnect(sid uint64, cid string) []byte {
-	p := spopStr(nil, haproxy.MessageName+"-mqtt")
-	p = append(p, 5)
-	p = spopKV(p, "backend", "mqtt")
-	p = spopKV(p, "client_id", []byte(cid))
-	p = spopKV(p, "up_n1", true)
-	p = spopKV(p, "up_n2", true)
-	p = spopKV(p, "up_n3", true)
-	return spopFrame(spopNotify, sid, 1, p)
+	return spoptest.Notify(sid, 1, haproxy.MessageName+"-mqtt", []spoptest.KV{
+		{"backend", "mqtt"}, {"client_id", []byte(cid)}, {"up_n1", true}, {"up_n2", true}, {"up_n3", true},
+	})
 }
 
 func readSPOPFrame(t *testing.T, c net.Conn) []byte {
@@ -574,7 +509,7 @@ func TestSPOEStats(t *testing.T) {
 
 	// HAProxy: HELLO, then one CONNECT; the connection stays open.
 	c1 := dial()
-	if _, err := c1.Write(spopHelloFrame(false)); err != nil {
+	if _, err := c1.Write(spoptest.Hello("test-engine", false)); err != nil {
 		t.Fatal(err)
 	}
 	if b := readSPOPFrame(t, c1); b[0] != 101 {
@@ -588,7 +523,7 @@ func TestSPOEStats(t *testing.T) {
 	}
 	// A health check: HELLO, answer, close.
 	c2 := dial()
-	if _, err := c2.Write(spopHelloFrame(true)); err != nil {
+	if _, err := c2.Write(spoptest.Hello("test-engine", true)); err != nil {
 		t.Fatal(err)
 	}
 	readSPOPFrame(t, c2)

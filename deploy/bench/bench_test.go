@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stickyd/stickyd/internal/spoptest"
 )
 
 func TestConnectRoundTrip(t *testing.T) {
@@ -119,7 +121,7 @@ func TestNotifyFrameLength(t *testing.T) {
 	if n := int(f[0])<<24 | int(f[1])<<16 | int(f[2])<<8 | int(f[3]); n != len(f)-4 {
 		t.Fatalf("length prefix %d for a %d-byte body", n, len(f)-4)
 	}
-	if f[4] != spopNotify {
+	if f[4] != spoptest.FrameNotify {
 		t.Fatalf("type %d", f[4])
 	}
 }

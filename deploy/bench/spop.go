@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stickyd/stickyd/haproxy"
+	"github.com/stickyd/stickyd/internal/spoptest"
 )
 
 // An SPOP peer that talks to a stickyd agent as HAProxy does (HELLO, then
@@ -19,76 +20,20 @@ import (
 // through the agent's real path in seconds, without a million TCP
 // connections through HAProxy.
 
+// Frame types of the agent's answers.
 const (
-	spopHello   = 1
-	spopNotify  = 3
 	spopAgentHi = 101
 	spopAck     = 103
-
-	spopNull   = 0
-	spopBool   = 1
-	spopUint32 = 3
-	spopString = 8
-	spopBinary = 9
-
-	spopFin = 1
 )
 
-func putVarint(b []byte, v uint64) []byte {
-	if v < 240 {
-		return append(b, byte(v))
-	}
-	b = append(b, byte(v)|0xf0)
-	v = (v - 240) >> 4
-	for v >= 128 {
-		b = append(b, byte(v)|0x80)
-		v = (v - 128) >> 7
-	}
-	return append(b, byte(v))
-}
-
-func putStr(b []byte, s string) []byte { return append(putVarint(b, uint64(len(s))), s...) }
-
-// appendFrame appends a whole frame (length prefix included); payload
-// appends the frame's payload.
-func appendFrame(b []byte, typ byte, sid uint64, payload func([]byte) []byte) []byte {
-	start := len(b)
-	b = append(b, 0, 0, 0, 0, typ, 0, 0, 0, spopFin)
-	b = putVarint(b, sid)
-	b = putVarint(b, 1) // frame id
-	b = payload(b)
-	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-4))
-	return b
-}
-
-func appendHello(b []byte) []byte {
-	return appendFrame(b, spopHello, 0, func(p []byte) []byte {
-		p = append(putStr(p, "supported-versions"), spopString)
-		p = putStr(p, "2.0")
-		p = append(putStr(p, "max-frame-size"), spopUint32)
-		p = putVarint(p, 16380)
-		p = append(putStr(p, "capabilities"), spopString)
-		p = putStr(p, "pipelining")
-		p = append(putStr(p, "engine-id"), spopString)
-		return putStr(p, "stickyd-bench")
-	})
-}
-
-// appendNotify is the message the generated configuration sends for one
-// MQTT 3.1.1 CONNECT with both servers up.
+// appendNotify appends the NOTIFY the generated configuration sends for
+// one MQTT 3.1.1 CONNECT with both servers up.
 func appendNotify(b []byte, sid uint64, clientID []byte) []byte {
-	return appendFrame(b, spopNotify, sid, func(p []byte) []byte {
-		p = putStr(p, haproxy.MessageName+"-"+backendName)
-		p = append(p, 6)
-		p = append(putStr(p, "backend"), spopString)
-		p = putStr(p, backendName)
-		p = append(putStr(p, "client_id"), spopBinary)
-		p = append(putVarint(p, uint64(len(clientID))), clientID...)
-		p = append(putStr(p, "username"), spopNull)
-		p = append(putStr(p, "session_expiry"), spopNull)
-		p = append(putStr(p, "up_n1"), spopBool|0x10)
-		return append(putStr(p, "up_n2"), spopBool|0x10)
-	})
+	return spoptest.AppendFrame(b, spoptest.FrameNotify, spoptest.FlagFin, sid, 1,
+		spoptest.Message(haproxy.MessageName+"-"+backendName, []spoptest.KV{
+			{"backend", backendName}, {"client_id", clientID}, {"username", nil},
+			{"session_expiry", nil}, {"up_n1", true}, {"up_n2", true},
+		}))
 }
 
 // readFrameType reads one frame and returns its type.
@@ -153,7 +98,7 @@ func spopSession(ctx context.Context, addr string, window int, answered *atomic.
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	r := bufio.NewReaderSize(conn, 64<<10)
-	if _, err := conn.Write(appendHello(nil)); err != nil {
+	if _, err := conn.Write(spoptest.Hello("stickyd-bench", false)); err != nil {
 		return fmt.Errorf("spop hello: %w", err)
 	}
 	if typ, _, err := readFrameType(r, nil); err != nil || typ != spopAgentHi {

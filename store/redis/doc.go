@@ -47,7 +47,8 @@
 // low 16 bits of FNV-1a 32 of the client id, as four lowercase hex digits
 // (client id "c/1 x" of backend "be" lives in "stickyd:h:be:e29a"). Small
 // hashes are stored by Redis as listpacks, about 58 bytes per binding with
-// 24-byte ids against about 160 for a string key with its own TTL. A bucket
+// 24-byte ids against about 160 for a string key with its own TTL (with
+// few bindings, a bucket's own key costs about as much again). A bucket
 // past hash-max-listpack-entries fields (512 in Redis 7's default
 // configuration: some 30 million bindings in one backend) or holding an id
 // or value past hash-max-listpack-value bytes (64) becomes a regular hash
