@@ -495,15 +495,6 @@ func IsLoopback(hostport string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// RedactURL hides the password of a URL for logs.
-func RedactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
-}
-
 // Duration is a time.Duration written as "30m", "50ms" or a number of seconds.
 type Duration time.Duration
 

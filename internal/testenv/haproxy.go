@@ -28,17 +28,3 @@ func StartHAProxy(t testing.TB, cfgDir, waitAddr string) *HAProxy {
 	WaitTCP(t, waitAddr, 10*time.Second)
 	return h
 }
-
-// Version returns `haproxy -v`'s first line.
-func HAProxyVersion(t testing.TB) string {
-	out, err := exec.Command(RequireBinary(t, "haproxy"), "-v").Output()
-	if err != nil {
-		return "unknown"
-	}
-	for i, c := range out {
-		if c == '\n' {
-			return string(out[:i])
-		}
-	}
-	return string(out)
-}

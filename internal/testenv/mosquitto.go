@@ -115,14 +115,3 @@ func (b *Broker) Connections() map[string]int {
 	}
 	return out
 }
-
-// Total counts logged connections of clients whose id starts with prefix.
-func (b *Broker) Total(prefix string) int {
-	n := 0
-	for id, c := range b.Connections() {
-		if strings.HasPrefix(id, prefix) {
-			n += c
-		}
-	}
-	return n
-}

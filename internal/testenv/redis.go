@@ -92,15 +92,11 @@ func (r *Redis) ping() error {
 	return nil
 }
 
-// Stop shuts redis-server down gracefully (SIGTERM). The AOF is kept, so
-// StartAgain restores the data.
-func (r *Redis) Stop() { r.Proc.Stop() }
-
 // Kill ends redis-server at once (SIGKILL), as a crash would.
 func (r *Redis) Kill() { r.Proc.Kill() }
 
 // StartAgain runs a new redis-server on the same port and directory after
-// Stop or Kill; it loads the AOF, so earlier writes are back.
+// Kill; it loads the AOF, so earlier writes are back.
 func (r *Redis) StartAgain(t testing.TB) {
 	t.Helper()
 	if !r.Proc.Exited() {

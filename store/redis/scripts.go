@@ -68,18 +68,15 @@ end
 -- write sets a field and keeps the bucket's TTL covering it. old is the
 -- expiry of the value it replaces (nil for none).
 local function write(id, exp, server, now, old)
-  local fresh = redis.call('EXISTS', KEYS[1]) == 0
+  -- -2: a new bucket; -1: another field never expires.
+  local pttl = redis.call('PTTL', KEYS[1])
   redis.call('HSET', KEYS[1], id, value(exp, server))
   if exp == 0 then
-    redis.call('PERSIST', KEYS[1])
+    if pttl >= 0 then redis.call('PERSIST', KEYS[1]) end
   elseif old == 0 then
     retime(now)
-  else
-    local pttl = redis.call('PTTL', KEYS[1])
-    -- -1 on a bucket that existed: another field never expires.
-    if (fresh or pttl >= 0) and pttl < exp - now then
-      redis.call('PEXPIRE', KEYS[1], exp - now)
-    end
+  elseif pttl == -2 or (pttl >= 0 and pttl < exp - now) then
+    redis.call('PEXPIRE', KEYS[1], exp - now)
   end
   sweep(now)
 end
