@@ -19,6 +19,7 @@ import (
 	"github.com/stickyd/stickyd/config"
 	"github.com/stickyd/stickyd/haproxy"
 	"github.com/stickyd/stickyd/metrics"
+	"github.com/stickyd/stickyd/spoe"
 	"github.com/stickyd/stickyd/store"
 	"github.com/stickyd/stickyd/store/memory"
 	"github.com/stickyd/stickyd/store/redis"
@@ -126,10 +127,10 @@ func serve(path string, stderr io.Writer) int {
 		log.Error("cannot listen for SPOE", "addr", cfg.SPOEListen, "err", err)
 		return 1
 	}
-	spoe := haproxy.NewSPOEServer(ag, log, cfg.MaxFrameSize)
-	mx.RegisterSPOE(&spoe.Stats)
+	srv := spoe.NewServer(ag, log, cfg.MaxFrameSize)
+	mx.RegisterSPOE(srv.Stats)
 	errc := make(chan error, 2)
-	go func() { errc <- spoe.Serve(spoeL) }()
+	go func() { errc <- srv.Serve(spoeL) }()
 
 	var admin *api.Server
 	apiAddr := "disabled"
@@ -165,7 +166,7 @@ func serve(path string, stderr io.Writer) int {
 	defer cancel()
 	ag.StopEvacuations()
 	// SPOE first: HAProxy's in-flight connections get their answers.
-	if err := spoe.Shutdown(sctx); err != nil && !errors.Is(err, context.Canceled) {
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.Canceled) {
 		log.Warn("SPOE shutdown incomplete", "err", err)
 	}
 	if admin != nil {

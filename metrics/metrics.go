@@ -24,7 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/stickyd/stickyd/agent"
-	"github.com/stickyd/stickyd/haproxy"
+	"github.com/stickyd/stickyd/spoe"
 	"github.com/stickyd/stickyd/store/redis"
 )
 
@@ -177,25 +177,44 @@ func (m *Metrics) RegisterAgent(a *agent.Agent) {
 	}, func() float64 { return float64(a.Stats().BreakerSkips) }))
 }
 
-// RegisterSPOE exports an SPOE server's counters, read at scrape time.
-// Call it once per server, after creating it.
-func (m *Metrics) RegisterSPOE(s *haproxy.SPOEStats) {
-	counter := func(name, help string, load func() uint64) prometheus.Collector {
+// RegisterSPOE exports an SPOE server's counters (its Stats method), read
+// once per scrape. Call it once per server, after creating it.
+func (m *Metrics) RegisterSPOE(stats func() spoe.Stats) {
+	get := perScrape(stats)
+	counter := func(name, help string, v func(spoe.Stats) uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Subsystem: "spoe", Name: name, Help: help},
-			func() float64 { return float64(load()) })
+			func() float64 { return float64(v(get())) })
 	}
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Subsystem: "spoe", Name: "connections",
 			Help: "SPOE connections from HAProxy open now."},
-			func() float64 { return float64(s.Connections.Load()) }),
-		counter("connections_accepted_total", "SPOE connections accepted.", s.Accepted.Load),
-		counter("frames_total", "Valid SPOE frames received.", s.Frames.Load),
-		counter("bad_frames_total", "SPOE connections closed because of an invalid frame (something that is not HAProxy talks to the SPOE port, or a protocol mismatch).", s.BadFrames.Load),
-		counter("panics_total", "Panics recovered while handling SPOE connections or messages (a bug: each one cost a connection or an answer).", s.Panics.Load),
-		counter("messages_total", "stickyd-connect SPOE messages handled (one per MQTT CONNECT).", s.Messages.Load),
-		counter("bad_messages_total", "stickyd-connect messages ignored for missing or mistyped arguments (HAProxy configuration out of step with stickyd).", s.BadMessages.Load),
-		counter("health_checks_total", "SPOE health-check HELLOs from HAProxy.", s.HealthChecks.Load),
+			func() float64 { return float64(get().Connections) }),
+		counter("connections_accepted_total", "SPOE connections accepted.", func(s spoe.Stats) uint64 { return s.Accepted }),
+		counter("frames_total", "Valid SPOE frames received.", func(s spoe.Stats) uint64 { return s.Frames }),
+		counter("bad_frames_total", "SPOE connections closed because of an invalid frame (something that is not HAProxy talks to the SPOE port, or a protocol mismatch).", func(s spoe.Stats) uint64 { return s.BadFrames }),
+		counter("panics_total", "Panics recovered while handling SPOE connections or messages (a bug: each one cost a connection or an answer).", func(s spoe.Stats) uint64 { return s.Panics }),
+		counter("messages_total", "stickyd-connect SPOE messages handled (one per MQTT CONNECT).", func(s spoe.Stats) uint64 { return s.Messages }),
+		counter("bad_messages_total", "stickyd-connect messages ignored for missing or mistyped arguments (HAProxy configuration out of step with stickyd).", func(s spoe.Stats) uint64 { return s.BadMessages }),
+		counter("health_checks_total", "SPOE health-check HELLOs from HAProxy.", func(s spoe.Stats) uint64 { return s.HealthChecks }),
 	)
+}
+
+// perScrape wraps a Stats method so that one scrape, which reads every
+// metric of a component, takes one snapshot rather than one per metric.
+func perScrape[T any](stats func() T) func() T {
+	var (
+		mu   sync.Mutex
+		last T
+		at   time.Time
+	)
+	return func() T {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(at) > 100*time.Millisecond {
+			last, at = stats(), time.Now()
+		}
+		return last
+	}
 }
 
 // slogPromLogger routes promhttp's errors (a collector failing during a
@@ -209,21 +228,7 @@ func (l slogPromLogger) Println(v ...any) {
 // RegisterRedisCache exports the Redis store's local cache counters, read
 // at scrape time. Call it once, only on the Redis store.
 func (m *Metrics) RegisterRedisCache(stats func() redis.CacheStats) {
-	var (
-		mu   sync.Mutex
-		last redis.CacheStats
-		at   time.Time
-	)
-	// One scrape reads each value; read the stats (a walk of the shards)
-	// once per scrape, not once per metric.
-	get := func() redis.CacheStats {
-		mu.Lock()
-		defer mu.Unlock()
-		if time.Since(at) > 100*time.Millisecond {
-			last, at = stats(), time.Now()
-		}
-		return last
-	}
+	get := perScrape(stats)
 	counter := func(name, help string, labels prometheus.Labels, v func(redis.CacheStats) uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Subsystem: "redis_cache", Name: name, Help: help, ConstLabels: labels},
 			func() float64 { return float64(v(get())) })

@@ -28,7 +28,7 @@ import (
 	"github.com/stickyd/stickyd/agent"
 	"github.com/stickyd/stickyd/api"
 	"github.com/stickyd/stickyd/config"
-	"github.com/stickyd/stickyd/haproxy"
+	"github.com/stickyd/stickyd/spoe"
 	"github.com/stickyd/stickyd/internal/spoptest"
 	"github.com/stickyd/stickyd/metrics"
 	"github.com/stickyd/stickyd/store"
@@ -461,7 +461,7 @@ func (failCount) CountByServer(context.Context, string) (map[string]int, error) 
 
 // spopConnect is the NOTIFY of one CONNECT, as HAProxy sends it.
 func spopConnect(sid uint64, cid string) []byte {
-	return spoptest.Notify(sid, 1, haproxy.MessageName+"-mqtt", []spoptest.KV{
+	return spoptest.Notify(sid, 1, spoe.MessageName+"-mqtt", []spoptest.KV{
 		{"backend", "mqtt"}, {"client_id", []byte(cid)}, {"up_n1", true}, {"up_n2", true}, {"up_n3", true},
 	})
 }
@@ -482,18 +482,18 @@ func readSPOPFrame(t *testing.T, c net.Conn) []byte {
 
 func TestSPOEStats(t *testing.T) {
 	r := newRig(t)
-	spoe := haproxy.NewSPOEServer(r.agent, discard, 65536)
-	r.m.RegisterSPOE(&spoe.Stats)
+	srv := spoe.NewServer(r.agent, discard, 65536)
+	r.m.RegisterSPOE(srv.Stats)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- spoe.Serve(ln) }()
+	go func() { served <- srv.Serve(ln) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = spoe.Shutdown(ctx)
+		_ = srv.Shutdown(ctx)
 		if err := <-served; err != nil {
 			t.Errorf("Serve: %v", err)
 		}
@@ -532,9 +532,9 @@ func TestSPOEStats(t *testing.T) {
 	_, _ = c3.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 
 	deadline := time.Now().Add(5 * time.Second)
-	for spoe.Stats.BadFrames.Load() != 1 || spoe.Stats.Connections.Load() != 1 {
+	for srv.Stats().BadFrames != 1 || srv.Stats().Connections != 1 {
 		if time.Now().After(deadline) {
-			t.Fatalf("bad frames %d, connections %d", spoe.Stats.BadFrames.Load(), spoe.Stats.Connections.Load())
+			t.Fatalf("bad frames %d, connections %d", srv.Stats().BadFrames, srv.Stats().Connections)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -659,8 +659,8 @@ func TestDashboard(t *testing.T) {
 
 	// Exercise everything, then gather once.
 	r := newRig(t)
-	spoe := haproxy.NewSPOEServer(r.agent, discard, 65536)
-	r.m.RegisterSPOE(&spoe.Stats)
+	srv := spoe.NewServer(r.agent, discard, 65536)
+	r.m.RegisterSPOE(srv.Stats)
 	r.m.RegisterRedisCache(func() redis.CacheStats { return redis.CacheStats{} })
 	r.decide("mqtt", "c1")
 	if err := r.m.RefreshBindings(context.Background(), r.store, r.agent.Backends(), time.Second); err != nil {

@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/stickyd/stickyd/haproxy"
+	"github.com/stickyd/stickyd/spoe"
 	"github.com/stickyd/stickyd/internal/spoptest"
 )
 
@@ -30,7 +30,7 @@ const (
 // one MQTT 3.1.1 CONNECT with both servers up.
 func appendNotify(b []byte, sid uint64, clientID []byte) []byte {
 	return spoptest.AppendFrame(b, spoptest.FrameNotify, spoptest.FlagFin, sid, 1,
-		spoptest.Message(haproxy.MessageName+"-"+backendName, []spoptest.KV{
+		spoptest.Message(spoe.MessageName+"-"+backendName, []spoptest.KV{
 			{"backend", backendName}, {"client_id", clientID}, {"username", nil},
 			{"session_expiry", nil}, {"up_n1", true}, {"up_n2", true},
 		}))

@@ -1,8 +1,9 @@
-package haproxy
+package spoe
 
 import (
 	"bytes"
 	"context"
+	"github.com/stickyd/stickyd/internal/spop"
 	"strings"
 	"sync"
 	"testing"
@@ -83,7 +84,7 @@ func TestInlineMessagesResumeOnTheWorker(t *testing.T) {
 	_, addr := startServer(t, d)
 	c := dialHello(t, addr)
 	payload := append(spoptest.Message(MessageName+"-a", connectMsg([]byte("warm-a"))), spoptest.Message(MessageName+"-b", connectMsg([]byte("cold-b")))...)
-	if _, err := c.Write(spoptest.Frame(frameNotify, flagFin, 5, 1, payload)); err != nil {
+	if _, err := c.Write(spoptest.Frame(spop.FrameNotify, flagFin, 5, 1, payload)); err != nil {
 		t.Fatal(err)
 	}
 	if sid, _, srv := ackServer(t, readFrame(t, c)); sid != 5 || srv != "n2" {
@@ -113,7 +114,7 @@ func TestInlinePanicIsAnsweredWithoutActions(t *testing.T) {
 	if sid, _, srv := ackServer(t, readFrame(t, c)); sid != 2 || srv != "n1" {
 		t.Fatalf("ACK stream %d server %q", sid, srv)
 	}
-	if s.Stats.Panics.Load() != 1 {
-		t.Fatalf("panics %d, want 1", s.Stats.Panics.Load())
+	if s.Stats().Panics != 1 {
+		t.Fatalf("panics %d, want 1", s.Stats().Panics)
 	}
 }

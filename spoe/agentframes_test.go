@@ -1,7 +1,8 @@
-package haproxy
+package spoe
 
 import (
 	"context"
+	"github.com/stickyd/stickyd/internal/spop"
 	"io"
 	"log/slog"
 	"net"
@@ -14,20 +15,20 @@ import (
 // The agent's own frames, read back with the validator's reader.
 
 // agentKVs decodes the key-values of an AGENT-HELLO or AGENT-DISCONNECT body.
-func agentKVs(t *testing.T, body []byte, typ byte) map[string]value {
+func agentKVs(t *testing.T, body []byte, typ byte) map[string]spop.Value {
 	t.Helper()
 	if body[0] != typ {
 		t.Fatalf("frame type %d, want %d", body[0], typ)
 	}
-	r := reader{b: body[5:]}
-	if _, err := r.varint(); err != nil {
+	r := spop.Reader{B: body[5:]}
+	if _, err := r.Varint(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.varint(); err != nil {
+	if _, err := r.Varint(); err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]value{}
-	if err := r.kvList(func(name string, _ byte, v value) error { out[name] = v; return nil }); err != nil {
+	out := map[string]spop.Value{}
+	if err := r.KVList(func(name string, _ byte, v spop.Value) error { out[name] = v; return nil }); err != nil {
 		t.Fatal(err)
 	}
 	return out
@@ -40,8 +41,8 @@ func TestAgentHelloAnnouncesTheSmallerFrameSize(t *testing.T) {
 	if _, err := c.Write(helloFrame(false)); err != nil {
 		t.Fatal(err)
 	}
-	kv := agentKVs(t, readFrame(t, c), frameAgentHello)
-	if string(kv["version"].s) != "2.0" || kv["max-frame-size"].u != 8192 || string(kv["capabilities"].s) != agentCapabilities {
+	kv := agentKVs(t, readFrame(t, c), spop.FrameAgentHello)
+	if string(kv["version"].S) != "2.0" || kv["max-frame-size"].U != 8192 || string(kv["capabilities"].S) != "pipelining,async" {
 		t.Fatalf("AGENT-HELLO: %+v", kv)
 	}
 }
@@ -53,14 +54,14 @@ func TestDisconnectIsAnsweredAfterInFlightFrames(t *testing.T) {
 	if _, err := c.Write(spoptest.Notify(9, 1, MessageName, connectMsg([]byte("dev-1")))); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Write(spoptest.Frame(frameHAProxyDisconnect, flagFin, 0, 0, spoptest.AppendKVs(nil, []kvp{{"status-code", uint32(0)}, {"message", "bye"}}))); err != nil {
+	if _, err := c.Write(spoptest.Frame(spop.FrameHAProxyDisconnect, flagFin, 0, 0, spoptest.AppendKVs(nil, []kvp{{"status-code", uint32(0)}, {"message", "bye"}}))); err != nil {
 		t.Fatal(err)
 	}
 	close(d.block)
 	if sid, _, srv := ackServer(t, readFrame(t, c)); sid != 9 || srv != "n1" {
 		t.Fatalf("ACK sid %d server %q", sid, srv)
 	}
-	if kv := agentKVs(t, readFrame(t, c), frameAgentDisconnect); kv["status-code"].u != 0 {
+	if kv := agentKVs(t, readFrame(t, c), spop.FrameAgentDisconnect); kv["status-code"].U != 0 {
 		t.Fatalf("AGENT-DISCONNECT: %+v", kv)
 	}
 	if n, _ := c.Read(make([]byte, 1)); n != 0 {
@@ -69,20 +70,20 @@ func TestDisconnectIsAnsweredAfterInFlightFrames(t *testing.T) {
 }
 
 func TestAckWithoutServerHasNoAction(t *testing.T) {
-	body := appendAck(nil, 300, 2, "")[frameHeaderLen:]
+	body := spop.AppendAck(nil, 300, 2, VarServer, "")[spop.HeaderLen:]
 	if sid, fid, srv := ackServer(t, body); sid != 300 || fid != 2 || srv != "" {
 		t.Fatalf("sid %d fid %d server %q", sid, fid, srv)
 	}
 }
 
 // startServerMax is startServer with the agent's frame-size cap.
-func startServerMax(t *testing.T, d Decider, maxFrame int) (*SPOEServer, string) {
+func startServerMax(t *testing.T, d Decider, maxFrame int) (*Server, string) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewSPOEServer(d, slog.New(slog.NewTextHandler(io.Discard, nil)), maxFrame)
+	s := NewServer(d, slog.New(slog.NewTextHandler(io.Discard, nil)), maxFrame)
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(l) }()
 	t.Cleanup(func() {
@@ -109,19 +110,19 @@ func dialRaw(t *testing.T, addr string) net.Conn {
 func TestAgentFramesAppendAfterOthers(t *testing.T) {
 	// Inline ACKs are encoded one after the other into one buffer: each
 	// frame's length must cover that frame only.
-	b := appendAck(nil, 1, 1, "n1")
-	b = appendAck(b, 300, 2, "")
-	b = appendAgentDisconnect(b)
+	b := spop.AppendAck(nil, 1, 1, VarServer, "n1")
+	b = spop.AppendAck(b, 300, 2, VarServer, "")
+	b = spop.AppendAgentDisconnect(b)
 	var types []byte
 	for len(b) > 0 {
-		n, err := frameLen(b, 1<<16)
-		if err != nil || len(b) < frameHeaderLen+n {
+		n, err := spop.FrameLen(b, 1<<16)
+		if err != nil || len(b) < spop.HeaderLen+n {
 			t.Fatalf("frame %d: length %d of %d bytes left, %v", len(types), n, len(b), err)
 		}
-		types = append(types, b[frameHeaderLen])
-		b = b[frameHeaderLen+n:]
+		types = append(types, b[spop.HeaderLen])
+		b = b[spop.HeaderLen+n:]
 	}
-	if string(types) != string([]byte{frameAck, frameAck, frameAgentDisconnect}) {
+	if string(types) != string([]byte{spop.FrameAck, spop.FrameAck, spop.FrameAgentDisconnect}) {
 		t.Fatalf("frame types %v", types)
 	}
 }

@@ -1,9 +1,10 @@
-package haproxy
+package spoe
 
 import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"github.com/stickyd/stickyd/internal/spop"
 	"io"
 	"log/slog"
 	"net"
@@ -38,7 +39,7 @@ func (f *fakeDecider) Decide(_ context.Context, q *agent.Query) agent.Decision {
 	return agent.Decision{Server: f.answer, Outcome: agent.OutcomeExisting}
 }
 
-func startServer(t *testing.T, d Decider) (*SPOEServer, string) {
+func startServer(t *testing.T, d Decider) (*Server, string) {
 	t.Helper()
 	return startServerMax(t, d, 65536)
 }
@@ -80,33 +81,33 @@ func ackServer(t *testing.T, body []byte) (sid, fid uint64, server string) {
 	if body[0] != 103 {
 		t.Fatalf("want ACK (103), got %d", body[0])
 	}
-	r := reader{b: body[5:]}
-	sid, _ = r.varint()
-	fid, _ = r.varint()
-	if len(r.b) == 0 {
+	r := spop.Reader{B: body[5:]}
+	sid, _ = r.Varint()
+	fid, _ = r.Varint()
+	if len(r.B) == 0 {
 		return sid, fid, ""
 	}
 	// action set-var: type 1, nb-args 3, scope, name, value
-	if r.b[0] != 1 || r.b[1] != 3 || r.b[2] != byte(1) {
-		t.Fatalf("unexpected action % x", r.b)
+	if r.B[0] != 1 || r.B[1] != 3 || r.B[2] != byte(1) {
+		t.Fatalf("unexpected action % x", r.B)
 	}
-	r.b = r.b[3:]
-	name, _ := r.bytes()
+	r.B = r.B[3:]
+	name, _ := r.Bytes()
 	if string(name) != VarServer {
 		t.Fatalf("var name %q", name)
 	}
-	typ, v, err := r.typed()
-	if err != nil || typ != typeString {
+	typ, v, err := r.Typed()
+	if err != nil || typ != spop.TypeString {
 		t.Fatalf("var value type %d err %v", typ, err)
 	}
-	return sid, fid, string(v.s)
+	return sid, fid, string(v.S)
 }
 
 func connectMsg(cid []byte) []kvp {
 	return []kvp{{"backend", "mqtt"}, {"client_id", cid}, {"username", nil}, {"session_expiry", "3600"}, {"up_n1", true}, {"up_n2", false}}
 }
 
-func TestSPOEServerAnswers(t *testing.T) {
+func TestServerAnswers(t *testing.T) {
 	d := &fakeDecider{answer: "n2"}
 	_, addr := startServer(t, d)
 	c := dialHello(t, addr)
@@ -126,14 +127,14 @@ func TestSPOEServerAnswers(t *testing.T) {
 	}
 }
 
-func TestSPOEServerSurvivesGarbage(t *testing.T) {
+func TestServerSurvivesGarbage(t *testing.T) {
 	d := &fakeDecider{answer: "n1", panicOn: "panic-me"}
 	s, addr := startServer(t, d)
 	bad := map[string][]byte{
 		"http":              []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
 		"huge length":       {0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 1},
 		"zero length":       {0, 0, 0, 0},
-		"no arg count":      spoptest.Frame(frameNotify, flagFin, 1, 1, spoptest.AppendString(nil, "m")),
+		"no arg count":      spoptest.Frame(spop.FrameNotify, flagFin, 1, 1, spoptest.AppendString(nil, "m")),
 		"notify before ack": spoptest.Notify(1, 1, MessageName, connectMsg([]byte("a"))),
 		"agent frame":       spoptest.Frame(103, flagFin, 0, 0, nil),
 		"truncated":         helloFrame(false)[:9],
@@ -156,7 +157,7 @@ func TestSPOEServerSurvivesGarbage(t *testing.T) {
 	}
 	t.Run("malformed notify after hello", func(t *testing.T) {
 		c := dialHello(t, addr)
-		_, _ = c.Write(spoptest.Frame(frameNotify, flagFin, 1, 1, append(spoptest.AppendString(nil, "m"), 9)))
+		_, _ = c.Write(spoptest.Frame(spop.FrameNotify, flagFin, 1, 1, append(spoptest.AppendString(nil, "m"), 9)))
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		_, _ = io.Copy(io.Discard, c)
 	})
@@ -173,12 +174,12 @@ func TestSPOEServerSurvivesGarbage(t *testing.T) {
 	if _, _, srv := ackServer(t, readFrame(t, c)); srv != "n1" {
 		t.Fatalf("after garbage: %q", srv)
 	}
-	if s.Stats.BadFrames.Load() == 0 || s.Stats.Panics.Load() == 0 {
-		t.Fatalf("stats not counted: bad=%d panics=%d", s.Stats.BadFrames.Load(), s.Stats.Panics.Load())
+	if s.Stats().BadFrames == 0 || s.Stats().Panics == 0 {
+		t.Fatalf("stats not counted: bad=%d panics=%d", s.Stats().BadFrames, s.Stats().Panics)
 	}
 }
 
-func TestSPOEServerHealthcheck(t *testing.T) {
+func TestServerHealthcheck(t *testing.T) {
 	s, addr := startServer(t, &fakeDecider{})
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -192,18 +193,18 @@ func TestSPOEServerHealthcheck(t *testing.T) {
 	if n, _ := c.Read(make([]byte, 1)); n != 0 {
 		t.Fatal("connection should close after a health check")
 	}
-	if s.Stats.HealthChecks.Load() != 1 {
+	if s.Stats().HealthChecks != 1 {
 		t.Fatal("health check not counted")
 	}
 }
 
-func TestSPOEServerGracefulShutdown(t *testing.T) {
+func TestServerGracefulShutdown(t *testing.T) {
 	d := &fakeDecider{answer: "n1", block: make(chan struct{})}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewSPOEServer(d, slog.New(slog.NewTextHandler(io.Discard, nil)), 65536)
+	s := NewServer(d, slog.New(slog.NewTextHandler(io.Discard, nil)), 65536)
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(l) }()
 	c := dialHello(t, l.Addr().String())
@@ -233,3 +234,10 @@ func TestSPOEServerGracefulShutdown(t *testing.T) {
 		t.Fatalf("Serve: %v", err)
 	}
 }
+
+type kvp = spoptest.KV
+
+// flagFin marks a final frame (doc/SPOE.txt §3.2).
+const flagFin = 0x01
+
+func helloFrame(healthcheck bool) []byte { return spoptest.Hello("test-engine", healthcheck) }

@@ -1,4 +1,7 @@
-package haproxy
+// Package spop encodes and decodes the frames of SPOP, the protocol HAProxy
+// speaks to SPOE agents (haproxy doc/SPOE.txt §3). It knows nothing of
+// connections or of what the messages mean.
+package spop
 
 import (
 	"encoding/binary"
@@ -12,23 +15,23 @@ import (
 
 // SPOP frame types sent by HAProxy.
 const (
-	frameHAProxyHello      = 1
-	frameHAProxyDisconnect = 2
-	frameNotify            = 3
+	FrameHAProxyHello      = 1
+	FrameHAProxyDisconnect = 2
+	FrameNotify            = 3
 )
 
 // Typed data kinds.
 const (
-	typeNull   = 0
-	typeBool   = 1
-	typeInt32  = 2
-	typeUint32 = 3
-	typeInt64  = 4
-	typeUint64 = 5
-	typeIPv4   = 6
-	typeIPv6   = 7
-	typeString = 8
-	typeBinary = 9
+	TypeNull   = 0
+	TypeBool   = 1
+	TypeInt32  = 2
+	TypeUint32 = 3
+	TypeInt64  = 4
+	TypeUint64 = 5
+	TypeIPv4   = 6
+	TypeIPv6   = 7
+	TypeString = 8
+	TypeBinary = 9
 )
 
 const (
@@ -36,8 +39,8 @@ const (
 	flagAbort = 0x02
 )
 
-// frameHeaderLen is the 4-byte length that precedes every frame.
-const frameHeaderLen = 4
+// HeaderLen is the 4-byte length that precedes every frame.
+const HeaderLen = 4
 
 // ErrBadFrame wraps every reason a frame is refused.
 var ErrBadFrame = errors.New("bad SPOP frame")
@@ -46,9 +49,9 @@ func badFrame(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrBadFrame, fmt.Sprintf(format, args...))
 }
 
-// frameLen reads the length prefix and checks it against max before
+// FrameLen reads the length prefix and checks it against max before
 // anything is allocated for the body.
-func frameLen(hdr []byte, max int) (int, error) {
+func FrameLen(hdr []byte, max int) (int, error) {
 	n := binary.BigEndian.Uint32(hdr)
 	// type(1) + flags(4) + stream-id(>=1) + frame-id(>=1)
 	if n < 7 {
@@ -60,27 +63,27 @@ func frameLen(hdr []byte, max int) (int, error) {
 	return int(n), nil
 }
 
-// frameInfo is what the validator learnt of a frame.
-type frameInfo struct {
+// FrameInfo is what the validator learnt of a frame.
+type FrameInfo struct {
 	Type         byte
 	Healthcheck  bool
 	MaxFrameSize uint32
 }
 
-// validateFrame checks a whole frame body (everything after the length).
+// ValidateFrame checks a whole frame body (everything after the length).
 // It accepts only frames HAProxy may send, fully decodable, unfragmented.
-func validateFrame(b []byte) (frameInfo, error) {
-	var fi frameInfo
+func ValidateFrame(b []byte) (FrameInfo, error) {
+	var fi FrameInfo
 	if len(b) < 7 {
 		return fi, badFrame("frame of %d bytes", len(b))
 	}
 	fi.Type = b[0]
 	flags := binary.BigEndian.Uint32(b[1:5])
-	r := reader{b: b[5:]}
-	if _, err := r.varint(); err != nil {
+	r := Reader{B: b[5:]}
+	if _, err := r.Varint(); err != nil {
 		return fi, badFrame("stream-id: %v", err)
 	}
-	if _, err := r.varint(); err != nil {
+	if _, err := r.Varint(); err != nil {
 		return fi, badFrame("frame-id: %v", err)
 	}
 	if flags&flagFin == 0 || flags&flagAbort != 0 {
@@ -88,44 +91,44 @@ func validateFrame(b []byte) (frameInfo, error) {
 		return fi, badFrame("fragmented or aborted frame (flags %#x)", flags)
 	}
 	switch fi.Type {
-	case frameHAProxyHello:
-		return fi, r.kvList(func(name string, t byte, v value) error {
+	case FrameHAProxyHello:
+		return fi, r.KVList(func(name string, t byte, v Value) error {
 			switch name {
 			case "healthcheck":
-				if t != typeBool {
+				if t != TypeBool {
 					return badFrame("hello: healthcheck is type %d, want bool", t)
 				}
-				fi.Healthcheck = v.b
+				fi.Healthcheck = v.B
 			case "max-frame-size":
-				if t != typeUint32 {
+				if t != TypeUint32 {
 					return badFrame("hello: max-frame-size is type %d, want uint32", t)
 				}
-				fi.MaxFrameSize = uint32(v.u)
+				fi.MaxFrameSize = uint32(v.U)
 			case "engine-id", "supported-versions", "capabilities":
-				if t != typeString {
+				if t != TypeString {
 					return badFrame("hello: %s is type %d, want string", name, t)
 				}
 			}
 			return nil
 		})
-	case frameHAProxyDisconnect:
-		return fi, r.kvList(func(string, byte, value) error { return nil })
-	case frameNotify:
-		for len(r.b) > 0 {
-			if _, err := r.bytes(); err != nil {
+	case FrameHAProxyDisconnect:
+		return fi, r.KVList(func(string, byte, Value) error { return nil })
+	case FrameNotify:
+		for len(r.B) > 0 {
+			if _, err := r.Bytes(); err != nil {
 				return fi, badFrame("message name: %v", err)
 			}
-			if len(r.b) == 0 {
+			if len(r.B) == 0 {
 				return fi, badFrame("message without argument count")
 			}
-			nargs := int(r.b[0])
-			r.b = r.b[1:]
+			nargs := int(r.B[0])
+			r.B = r.B[1:]
 			for i := 0; i < nargs; i++ {
-				if _, err := r.bytes(); err != nil {
+				if _, err := r.Bytes(); err != nil {
 					return fi, badFrame("argument name: %v", err)
 				}
-				if _, _, err := r.typed(); err != nil {
-					return fi, badFrame("argument value: %v", err)
+				if _, _, err := r.Typed(); err != nil {
+					return fi, badFrame("argument Value: %v", err)
 				}
 			}
 		}
@@ -135,98 +138,101 @@ func validateFrame(b []byte) (frameInfo, error) {
 	}
 }
 
-type value struct {
-	b bool
-	u uint64
-	s []byte
+// Value is a decoded typed datum: B for booleans, U for integers, S for
+// strings and binaries (aliasing the frame).
+type Value struct {
+	B bool
+	U uint64
+	S []byte
 }
 
-type reader struct{ b []byte }
+// Reader decodes SPOP primitives from B, consuming what it reads.
+type Reader struct{ B []byte }
 
 var errShort = errors.New("truncated")
 
 // varint decodes HAProxy's variable-length integer: values below 240 fit
 // one byte; larger ones continue in 7-bit groups (doc/SPOE.txt §3.1).
-func (r *reader) varint() (uint64, error) {
-	if len(r.b) == 0 {
+func (r *Reader) Varint() (uint64, error) {
+	if len(r.B) == 0 {
 		return 0, errShort
 	}
-	v := uint64(r.b[0])
+	v := uint64(r.B[0])
 	if v < 240 {
-		r.b = r.b[1:]
+		r.B = r.B[1:]
 		return v, nil
 	}
 	shift := uint(4)
 	for i := 1; ; i++ {
-		if i >= len(r.b) {
+		if i >= len(r.B) {
 			return 0, errShort
 		}
 		if i > 10 {
 			return 0, errors.New("varint too long")
 		}
-		c := uint64(r.b[i])
+		c := uint64(r.B[i])
 		v += c << shift
 		shift += 7
 		if c < 128 {
-			r.b = r.b[i+1:]
+			r.B = r.B[i+1:]
 			return v, nil
 		}
 	}
 }
 
-func (r *reader) bytes() ([]byte, error) {
-	n, err := r.varint()
+func (r *Reader) Bytes() ([]byte, error) {
+	n, err := r.Varint()
 	if err != nil {
 		return nil, err
 	}
-	if n > uint64(len(r.b)) {
-		return nil, fmt.Errorf("length %d beyond end (%d left)", n, len(r.b))
+	if n > uint64(len(r.B)) {
+		return nil, fmt.Errorf("length %d beyond end (%d left)", n, len(r.B))
 	}
-	s := r.b[:n]
-	r.b = r.b[n:]
+	s := r.B[:n]
+	r.B = r.B[n:]
 	return s, nil
 }
 
-func (r *reader) typed() (byte, value, error) {
-	var v value
-	if len(r.b) == 0 {
+func (r *Reader) Typed() (byte, Value, error) {
+	var v Value
+	if len(r.B) == 0 {
 		return 0, v, errShort
 	}
-	t, flags := r.b[0]&0x0f, r.b[0]>>4
-	r.b = r.b[1:]
+	t, flags := r.B[0]&0x0f, r.B[0]>>4
+	r.B = r.B[1:]
 	var err error
 	switch t {
-	case typeNull:
-	case typeBool:
-		v.b = flags&1 != 0
-	case typeInt32, typeUint32, typeInt64, typeUint64:
-		v.u, err = r.varint()
-	case typeIPv4, typeIPv6:
+	case TypeNull:
+	case TypeBool:
+		v.B = flags&1 != 0
+	case TypeInt32, TypeUint32, TypeInt64, TypeUint64:
+		v.U, err = r.Varint()
+	case TypeIPv4, TypeIPv6:
 		n := 4
-		if t == typeIPv6 {
+		if t == TypeIPv6 {
 			n = 16
 		}
-		if len(r.b) < n {
+		if len(r.B) < n {
 			return t, v, errShort
 		}
-		r.b = r.b[n:]
-	case typeString, typeBinary:
-		v.s, err = r.bytes()
+		r.B = r.B[n:]
+	case TypeString, TypeBinary:
+		v.S, err = r.Bytes()
 	default:
 		return t, v, fmt.Errorf("unknown data type %d", t)
 	}
 	return t, v, err
 }
 
-func (r *reader) kvList(fn func(name string, t byte, v value) error) error {
-	for len(r.b) > 0 {
-		name, err := r.bytes()
+func (r *Reader) KVList(fn func(name string, t byte, v Value) error) error {
+	for len(r.B) > 0 {
+		name, err := r.Bytes()
 		if err != nil {
 			return badFrame("key: %v", err)
 		}
-		t, v, err := r.typed()
+		t, v, err := r.Typed()
 		if err != nil {
-			return badFrame("value of %q: %v", name, err)
+			return badFrame("Value of %q: %v", name, err)
 		}
 		if err := fn(string(name), t, v); err != nil {
 			return err
@@ -240,9 +246,9 @@ func (r *reader) kvList(fn func(name string, t byte, v value) error) error {
 // segments.
 
 const (
-	frameAgentHello      = 101
-	frameAgentDisconnect = 102
-	frameAck             = 103
+	FrameAgentHello      = 101
+	FrameAgentDisconnect = 102
+	FrameAck             = 103
 
 	actionSetVar = 1
 	scopeSession = 1
@@ -253,8 +259,8 @@ const (
 	spopVersion       = "2.0"
 )
 
-// appendVarint encodes HAProxy's variable-length integer.
-func appendVarint(b []byte, v uint64) []byte {
+// AppendVarint encodes HAProxy's variable-length integer.
+func AppendVarint(b []byte, v uint64) []byte {
 	if v < 240 {
 		return append(b, byte(v))
 	}
@@ -267,7 +273,7 @@ func appendVarint(b []byte, v uint64) []byte {
 	return append(b, byte(v))
 }
 
-func appendBytes(b []byte, s string) []byte { return append(appendVarint(b, uint64(len(s))), s...) }
+func AppendBytes(b []byte, s string) []byte { return append(AppendVarint(b, uint64(len(s))), s...) }
 
 // beginFrame appends a frame header with a placeholder length and returns
 // where the frame starts; endFrame fills its length in. Frames may follow
@@ -275,41 +281,41 @@ func appendBytes(b []byte, s string) []byte { return append(appendVarint(b, uint
 func beginFrame(b []byte, typ byte, sid, fid uint64) ([]byte, int) {
 	start := len(b)
 	b = append(b, 0, 0, 0, 0, typ, 0, 0, 0, flagFin)
-	b = appendVarint(b, sid)
-	return appendVarint(b, fid), start
+	b = AppendVarint(b, sid)
+	return AppendVarint(b, fid), start
 }
 
 func endFrame(b []byte, start int) []byte {
-	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-frameHeaderLen))
+	binary.BigEndian.PutUint32(b[start:], uint32(len(b)-start-HeaderLen))
 	return b
 }
 
-// appendAck is an ACK with, when server is set, the one action the agent
+// AppendAck is an ACK with, when server is set, the one action the agent
 // ever sends: set-var(sess.<prefix>.server) to a string.
-func appendAck(b []byte, sid, fid uint64, server string) []byte {
-	b, start := beginFrame(b, frameAck, sid, fid)
+func AppendAck(b []byte, sid, fid uint64, varName, server string) []byte {
+	b, start := beginFrame(b, FrameAck, sid, fid)
 	if server != "" {
 		b = append(b, actionSetVar, 3, scopeSession)
-		b = appendBytes(b, VarServer)
-		b = appendBytes(append(b, typeString), server)
+		b = AppendBytes(b, varName)
+		b = AppendBytes(append(b, TypeString), server)
 	}
 	return endFrame(b, start)
 }
 
-// appendAgentHello answers HAPROXY-HELLO with the frame size the agent
+// AppendAgentHello answers HAPROXY-HELLO with the frame size the agent
 // accepts (at most HAProxy's).
-func appendAgentHello(b []byte, maxFrame uint32) []byte {
-	b, start := beginFrame(b, frameAgentHello, 0, 0)
-	b = appendBytes(append(appendBytes(b, "version"), typeString), spopVersion)
-	b = appendVarint(append(appendBytes(b, "max-frame-size"), typeUint32), uint64(maxFrame))
-	b = appendBytes(append(appendBytes(b, "capabilities"), typeString), agentCapabilities)
+func AppendAgentHello(b []byte, maxFrame uint32) []byte {
+	b, start := beginFrame(b, FrameAgentHello, 0, 0)
+	b = AppendBytes(append(AppendBytes(b, "version"), TypeString), spopVersion)
+	b = AppendVarint(append(AppendBytes(b, "max-frame-size"), TypeUint32), uint64(maxFrame))
+	b = AppendBytes(append(AppendBytes(b, "capabilities"), TypeString), agentCapabilities)
 	return endFrame(b, start)
 }
 
-// appendAgentDisconnect answers HAPROXY-DISCONNECT: a normal close.
-func appendAgentDisconnect(b []byte) []byte {
-	b, start := beginFrame(b, frameAgentDisconnect, 0, 0)
-	b = appendVarint(append(appendBytes(b, "status-code"), typeUint32), 0)
-	b = appendBytes(append(appendBytes(b, "message"), typeString), "connection closed by server")
+// AppendAgentDisconnect answers HAPROXY-DISCONNECT: a normal close.
+func AppendAgentDisconnect(b []byte) []byte {
+	b, start := beginFrame(b, FrameAgentDisconnect, 0, 0)
+	b = AppendVarint(append(AppendBytes(b, "status-code"), TypeUint32), 0)
+	b = AppendBytes(append(AppendBytes(b, "message"), TypeString), "connection closed by server")
 	return endFrame(b, start)
 }

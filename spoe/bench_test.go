@@ -1,10 +1,11 @@
-package haproxy
+package spoe
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/stickyd/stickyd/internal/spop"
 	"io"
 	"log/slog"
 	"net"
@@ -55,8 +56,8 @@ func benchAgent(b *testing.B) *agent.Agent {
 	return a
 }
 
-func benchServer(b *testing.B, d Decider) *SPOEServer {
-	return NewSPOEServer(d, slog.New(slog.NewTextHandler(io.Discard, nil)), 65536)
+func benchServer(b *testing.B, d Decider) *Server {
+	return NewServer(d, slog.New(slog.NewTextHandler(io.Discard, nil)), 65536)
 }
 
 // libDecode decodes a frame with the library, as its worker does.
@@ -70,10 +71,10 @@ func libDecode(b *testing.B, raw []byte) *frame.Frame {
 
 // BenchmarkValidateFrame is our bounds-checked validation of every frame.
 func BenchmarkValidateFrame(b *testing.B) {
-	body := benchNotify(1)[frameHeaderLen:]
+	body := benchNotify(1)[spop.HeaderLen:]
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := validateFrame(body); err != nil {
+		if _, err := spop.ValidateFrame(body); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -139,7 +140,7 @@ func BenchmarkEncodeAck(b *testing.B) {
 	var buf []byte
 	b.ReportAllocs()
 	for b.Loop() {
-		buf = appendAck(buf[:0], 1, 1, "n1")
+		buf = spop.AppendAck(buf[:0], 1, 1, VarServer, "n1")
 	}
 }
 
@@ -207,11 +208,11 @@ func BenchmarkNotifyAck(b *testing.B) {
 
 // readBody reads one frame's body into buf (reused) and returns it.
 func readBody(r *bufio.Reader, buf []byte) ([]byte, error) {
-	var hdr [frameHeaderLen]byte
+	var hdr [spop.HeaderLen]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return nil, fmt.Errorf("frame length: %w", err)
 	}
-	n, err := frameLen(hdr[:], 1<<16)
+	n, err := spop.FrameLen(hdr[:], 1<<16)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,155 @@
+package spoe
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/negasus/haproxy-spoe-go/message"
+	"github.com/negasus/haproxy-spoe-go/payload/kv"
+
+	"github.com/stickyd/stickyd/agent"
+)
+
+// queries recycles Query values: the decider is an interface, so a Query
+// passed to it would otherwise escape to the heap at every message.
+var queries = sync.Pool{New: func() any { return new(agent.Query) }}
+
+// decideMessages decides the stickyd messages of a NOTIFY from index from
+// on and returns the server to set ("" for none; the last message wins, as
+// successive set-var actions would in HAProxy), starting from server. With
+// inline set it decides only through TryDecide, and stops at the first
+// message that needs I/O: next is its index, to resume from, or -1 when
+// every message was decided.
+func (s *Server) decideMessages(msgs *message.Messages, from int, server string, inline InlineDecider) (result string, next int) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.counters.panics.Add(1)
+			s.log.Error("spoe: panic in handler; answered without actions", "panic", r)
+			result, next = "", -1
+		}
+	}()
+	q := queries.Get().(*agent.Query)
+	defer queries.Put(q)
+	for i := from; i < msgs.Len(); i++ {
+		msg, err := msgs.GetByIndex(i)
+		if err != nil || !strings.HasPrefix(msg.Name, MessageName) {
+			continue
+		}
+		q.Reset()
+		if err := s.fillQuery(q, msg.KV.Data()); err != nil {
+			s.counters.messages.Add(1)
+			s.counters.badMessages.Add(1)
+			s.log.Debug("spoe: message ignored", "err", err)
+			continue
+		}
+		var d agent.Decision
+		if inline != nil {
+			var ok bool
+			if d, ok = inline.TryDecide(q); !ok {
+				return server, i
+			}
+		} else {
+			d = s.decider.Decide(s.ctx, q)
+		}
+		s.counters.messages.Add(1)
+		if d.Server != "" {
+			server = d.Server
+		}
+	}
+	return server, -1
+}
+
+type kvItem = kv.Item
+
+// backendLookup resolves server names to indexes for up_<server> args.
+type backendLookup interface {
+	Backend(name string) *agent.Backend
+}
+
+func (s *Server) fillQuery(q *agent.Query, items []kvItem) error {
+	var be *agent.Backend
+	bl, _ := s.decider.(backendLookup)
+	for _, it := range items {
+		switch it.Name {
+		case argBackend:
+			// str(<backend>) arrives as a string: use it as is, no copy.
+			switch v := it.Value.(type) {
+			case string:
+				q.Backend = v
+			case []byte:
+				q.Backend = string(v)
+			default:
+				return fmt.Errorf("%s: want string, got %T", argBackend, it.Value)
+			}
+			if bl != nil {
+				be = bl.Backend(q.Backend)
+			}
+		case argClientID:
+			if b, ok := asBytes(it.Value); ok {
+				q.ClientID = b
+			}
+		case argUsername:
+			if b, ok := asBytes(it.Value); ok {
+				q.Username = b
+			}
+		case argSessionExpiry:
+			if secs, ok := asUint(it.Value); ok {
+				q.SessionExpiry = time.Duration(min(secs, uint64(1<<32))) * time.Second
+			}
+		}
+	}
+	if q.Backend == "" {
+		return errors.New("no backend argument")
+	}
+	if be != nil {
+		for _, it := range items {
+			if len(it.Name) > len(argUpPrefix) && it.Name[:len(argUpPrefix)] == argUpPrefix {
+				if up, ok := it.Value.(bool); ok {
+					q.SetUp(be.ServerIndex(it.Name[len(argUpPrefix):]), up)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// asBytes accepts STRING and BINARY: mqtt_field_value yields BINARY.
+func asBytes(v any) ([]byte, bool) {
+	switch t := v.(type) {
+	case []byte:
+		return t, true
+	case string:
+		return []byte(t), true
+	}
+	return nil, false
+}
+
+// asUint accepts integer types and decimal strings (HAProxy may render an
+// MQTT property as text).
+func asUint(v any) (uint64, bool) {
+	switch t := v.(type) {
+	case int32:
+		return uint64(max(t, 0)), true
+	case uint32:
+		return uint64(t), true
+	case int64:
+		return uint64(max(t, 0)), true
+	case uint64:
+		return t, true
+	case string:
+		n, err := strconv.ParseUint(t, 10, 64)
+		return n, err == nil
+	case []byte:
+		if len(t) == 4 {
+			// A raw four-byte integer, as the MQTT wire carries it.
+			return uint64(t[0])<<24 | uint64(t[1])<<16 | uint64(t[2])<<8 | uint64(t[3]), true
+		}
+		n, err := strconv.ParseUint(string(t), 10, 64)
+		return n, err == nil
+	}
+	return 0, false
+}
