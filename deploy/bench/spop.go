@@ -11,8 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/stickyd/stickyd/spoe"
 	"github.com/stickyd/stickyd/internal/spoptest"
+	"github.com/stickyd/stickyd/spoe"
 )
 
 // An SPOP peer that talks to a stickyd agent as HAProxy does (HELLO, then
