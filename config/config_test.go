@@ -59,6 +59,10 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{"bad address", strings.Replace(example, "127.0.0.1:1884", "nowhere", 1), "backends[0].servers[1].address"},
 		{"no backends", "ttl: 1m\n", "backends"},
 		{"bad redis scheme", strings.Replace(example, `redis_url: ""`, `redis_url: "http://x"`, 1), "redis_url"},
+		// Refused by the store's own parser, which check-config shares with serve.
+		{"sentinel without master name", strings.Replace(example, `redis_url: ""`, `redis_url: "redis-sentinel://127.0.0.1:26379"`, 1), "redis_url: bad redis-sentinel URL: missing ?master_name="},
+		{"cluster without host", strings.Replace(example, `redis_url: ""`, `redis_url: "redis-cluster://"`, 1), "redis_url: bad redis-cluster URL: no host"},
+		{"unix without path", strings.Replace(example, `redis_url: ""`, `redis_url: "unix://"`, 1), "redis_url: bad URL: empty unix socket path"},
 		{"store timeout above processing", example + "store_timeout: 1s\n", "store_timeout"},
 		{"two documents", example + "---\nttl: 1m\n", "more than one YAML document"},
 	}

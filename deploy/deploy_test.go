@@ -694,6 +694,9 @@ func TestSystemdUnit(t *testing.T) {
 // when it is missing.
 func systemdAnalyze(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: runs systemd-analyze")
+	}
 	p, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		t.Skip("systemd-analyze not installed (apt-get install systemd): unit not verified")
@@ -1264,6 +1267,9 @@ func TestKubernetes(t *testing.T) {
 // TestKustomizeBuild renders the kustomization as `kubectl apply -k` would
 // (offline; kubectl is optional here).
 func TestKustomizeBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: runs kubectl")
+	}
 	kubectl, err := exec.LookPath("kubectl")
 	if err != nil {
 		t.Skip("kubectl not installed: kustomization not rendered")

@@ -23,9 +23,13 @@ import (
 const RequireEnv = "STICKYD_REQUIRE_BINARIES"
 
 // RequireBinary returns the path of a program, skipping the test when it is
-// missing (failing it when RequireEnv=1).
+// missing (failing it when RequireEnv=1). Under -short every test that
+// needs an external program is skipped: -short means unit tests only.
 func RequireBinary(t testing.TB, name string) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skipf("-short: skipping a test that runs %s", name)
+	}
 	p, err := exec.LookPath(name)
 	if err != nil {
 		if os.Getenv(RequireEnv) == "1" {

@@ -329,3 +329,11 @@ func Redact(rawURL string) string {
 	}
 	return out + "?" + strings.Join(params, "&")
 }
+
+// CheckURL reports whether rawURL is one New would accept, with the same
+// error New would give: config validation (check-config and serve alike)
+// calls it, so the two cannot disagree.
+func CheckURL(rawURL string) error {
+	_, err := clientOptions(rawURL, time.Second)
+	return err
+}
