@@ -4,7 +4,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/stickyd
 export PATH := $(PATH):/usr/sbin:/sbin
 
-.PHONY: all build deps test test-short vet fuzz bench demo clean
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
+
+.PHONY: all build deps test test-short lint vet fuzz bench demo clean
 
 all: build
 
@@ -16,19 +18,24 @@ build:
 deps:
 	@deploy/install-deps.sh
 
-# Everything: vet, unit, contract and end-to-end tests against the real
+# Everything: lint (tracked files, gofmt, vet, staticcheck), unit, contract and end-to-end tests against the real
 # haproxy, redis-server and mosquitto. A missing program fails, never skips.
-test: deps
-	$(GO) vet ./...
+test: deps lint
 	STICKYD_REQUIRE_BINARIES=1 $(GO) test -race -count=1 -timeout 30m ./...
 
 # Unit tests only: no external programs needed.
 test-short:
 	$(GO) test -short -count=1 ./...
 
-vet:
-	$(GO) vet ./...
+# No build output in git, gofmt, vet and staticcheck (pinned; `go run`
+# fetches it through the module proxy, checksums verified).
+lint:
+	deploy/check-tracked.sh
 	@test -z "$$(gofmt -l .)" || (gofmt -l . && echo "gofmt needed" && exit 1)
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+vet: lint
 
 # Coverage-guided fuzzing of the SPOE frame decoder (seed corpus runs in `make test`).
 FUZZTIME ?= 60s

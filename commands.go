@@ -96,8 +96,8 @@ func serve(path string, stderr io.Writer) int {
 	}
 	defer st.Close()
 	mx := metrics.New(metrics.Options{Version: version, Logger: log})
-	if rs, ok := st.(*redis.Store); ok && cfg.RedisCacheSize > 0 {
-		mx.RegisterRedisCache(rs.CacheStats)
+	if st.Stats().Cache != nil {
+		mx.RegisterStoreCache(func() store.CacheStats { return *st.Stats().Cache })
 	}
 	st = metrics.InstrumentStore(st, mx) // the agent and the API both see it
 	opts := agent.Options{ObserveDecision: mx.ObserveDecision}
@@ -109,7 +109,7 @@ func serve(path string, stderr io.Writer) int {
 			log.Error("bad haproxy.stats_socket", "err", err)
 			return 1
 		}
-		opts.AdminStates = rt
+		opts.HAProxyDrain = rt
 	}
 	ag, err := agent.New(&cfg, st, log, opts)
 	if err != nil {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/stickyd/stickyd/config"
+	"github.com/stickyd/stickyd/internal/ratelog"
 	"github.com/stickyd/stickyd/store"
 )
 
@@ -112,7 +113,7 @@ func (b *bitset) get(i int) bool { return b[i/64]&(1<<(uint(i)%64)) != 0 }
 // Options tune an Agent beyond the configuration file.
 type Options struct {
 	// DrainPoll is how often Run re-reads drain state from the store (and
-	// from HAProxy, with AdminStates).
+	// from HAProxy, with HAProxyDrain).
 	DrainPoll time.Duration
 	// BreakerFailures consecutive store failures open the circuit breaker
 	// (default 5); while open, decisions skip the store entirely.
@@ -123,15 +124,15 @@ type Options struct {
 	// ObserveDecision, when set, is called after every decision with its
 	// outcome and duration (for metrics).
 	ObserveDecision func(Outcome, time.Duration)
-	// AdminStates, when set, is polled with the drain state: servers it
+	// HAProxyDrain, when set, is polled with the drain state: servers it
 	// reports unavailable (HAProxy's own drain or maintenance, which
 	// srv_is_up does not show) get no new clients.
-	AdminStates AdminStateSource
+	HAProxyDrain HAProxyDrainSource
 }
 
-// AdminStateSource reports servers that must get no new clients.
-type AdminStateSource interface {
-	Unavailable(ctx context.Context, backend string) (map[string]bool, error)
+// HAProxyDrainSource reports servers that must get no new clients.
+type HAProxyDrainSource interface {
+	Drained(ctx context.Context, backend string) (map[string]bool, error)
 }
 
 // Agent makes decisions. It is safe for concurrent use.
@@ -144,16 +145,16 @@ type Agent struct {
 	backends  map[string]*Backend
 	order     []*Backend
 
-	inline      InlineStore // the store, when it can answer without I/O
-	observe     func(Outcome, time.Duration)
-	adminStates AdminStateSource
-	breaker     breaker
+	inline       store.Inline // the store's in-memory path, nil if none
+	observe      func(Outcome, time.Duration)
+	haproxyDrain HAProxyDrainSource
+	breaker      breaker
 
 	outcomes     [numOutcomes]atomic.Uint64
 	storeErrs    atomic.Uint64
 	breakerSkips atomic.Uint64
 	// One limiter per kind of failure, so one cannot hide the other.
-	storeLog, drainLog, evacLog *rateLimitedLog
+	storeLog, drainLog, evacLog *ratelog.Logger
 
 	evacMu      sync.Mutex
 	evacuations map[string]*evacuation
@@ -178,12 +179,12 @@ func New(cfg *config.Config, st store.Store, log *slog.Logger, opts Options) (*A
 		drainPoll: opts.DrainPoll,
 		backends:  map[string]*Backend{},
 
-		observe:     opts.ObserveDecision,
-		adminStates: opts.AdminStates,
-		breaker:     breaker{threshold: int32(opts.BreakerFailures), cooldown: opts.BreakerCooldown},
-		evacuations: map[string]*evacuation{},
+		observe:      opts.ObserveDecision,
+		haproxyDrain: opts.HAProxyDrain,
+		breaker:      breaker{threshold: int32(opts.BreakerFailures), cooldown: opts.BreakerCooldown},
+		evacuations:  map[string]*evacuation{},
 	}
-	a.inline, _ = st.(InlineStore)
+	a.inline = st.Inline()
 	for _, bc := range cfg.Backends {
 		if len(bc.Servers) > MaxServers {
 			return nil, fmt.Errorf("backend %q: %d servers, at most %d", bc.Name, len(bc.Servers), MaxServers)
@@ -192,9 +193,9 @@ func New(cfg *config.Config, st store.Store, log *slog.Logger, opts Options) (*A
 		a.backends[b.Name] = b
 		a.order = append(a.order, b)
 	}
-	a.storeLog = &rateLimitedLog{logger: log, every: 10 * time.Second}
-	a.drainLog = &rateLimitedLog{logger: log, every: 10 * time.Second}
-	a.evacLog = &rateLimitedLog{logger: log, every: 10 * time.Second}
+	a.storeLog = ratelog.New(log, ratelog.DefaultEvery)
+	a.drainLog = ratelog.New(log, ratelog.DefaultEvery)
+	a.evacLog = ratelog.New(log, ratelog.DefaultEvery)
 	return a, nil
 }
 
@@ -203,15 +204,6 @@ func (a *Agent) Backend(name string) *Backend { return a.backends[name] }
 
 // Backends returns every backend in configuration order.
 func (a *Agent) Backends() []*Backend { return a.order }
-
-// InlineStore is a store that can answer the connect path from process
-// memory, without I/O: the memory store always can, the Redis store when
-// its local cache holds the binding. A false ok means the call did nothing
-// and the Store method must be used instead.
-type InlineStore interface {
-	TryGetOrClaim(backend string, clientID []byte, proposed string, ttl time.Duration) (store.Claim, bool)
-	TryMove(backend string, clientID []byte, from, to string, ttl time.Duration) (store.Claim, bool)
-}
 
 // Decide answers one connection. It never waits longer than the store
 // budget (store_timeout) and answers without the store when it fails.
@@ -340,7 +332,7 @@ func (a *Agent) decide(ctx context.Context, q *Query) Decision {
 	return a.count(p.afterMove(q, moved))
 }
 
-// tryDecide is decide on InlineStore calls only; it counts nothing unless
+// tryDecide is decide on store.Inline calls only; it counts nothing unless
 // it answers.
 func (a *Agent) tryDecide(q *Query) (Decision, bool) {
 	p, d, done := a.prepare(q)
@@ -380,7 +372,7 @@ func (a *Agent) storeFailed(op, backend string, err error) {
 		a.log.Warn("store circuit breaker open: answering by rendezvous hash without the store", "after", op, "backend", backend, "err", err, "retry_in", a.breaker.cooldown)
 		return
 	}
-	a.storeLog.warn("store failed; answering by rendezvous hash (fail open)", "op", op, "backend", backend, "err", err)
+	a.storeLog.Warn("store failed; answering by rendezvous hash (fail open)", "op", op, "backend", backend, "err", err)
 }
 
 func (a *Agent) storeOK() {
@@ -411,7 +403,7 @@ func (a *Agent) Stats() Stats {
 }
 
 // RefreshDraining re-reads drain state from the store (and from HAProxy,
-// with Options.AdminStates) for every backend. On an error the last known
+// with Options.HAProxyDrain) for every backend. On an error the last known
 // state of that source stays: a missed poll must not undo a drain.
 func (a *Agent) RefreshDraining(ctx context.Context) error {
 	var errs []error
@@ -419,10 +411,10 @@ func (a *Agent) RefreshDraining(ctx context.Context) error {
 		if err := b.refresh(ctx, &b.draining, a.store.Draining); err != nil {
 			errs = append(errs, fmt.Errorf("drain state of backend %q: %w", b.Name, err))
 		}
-		if a.adminStates == nil {
+		if a.haproxyDrain == nil {
 			continue
 		}
-		if err := b.refresh(ctx, &b.adminDrain, a.adminStates.Unavailable); err != nil {
+		if err := b.refresh(ctx, &b.haproxyDrained, a.haproxyDrain.Drained); err != nil {
 			errs = append(errs, fmt.Errorf("HAProxy admin state of backend %q: %w", b.Name, err))
 		}
 	}
@@ -452,7 +444,7 @@ func (a *Agent) Run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		if err := a.RefreshDraining(ctx); err != nil && ctx.Err() == nil {
-			a.drainLog.warn("cannot read drain state; keeping the last known", "err", err)
+			a.drainLog.Warn("cannot read drain state; keeping the last known", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -472,11 +464,10 @@ type Backend struct {
 	weights     []float64
 
 	draining atomic.Pointer[bitset] // drained through the store (any agent's API)
-	// adminDrain: drained or in maintenance in this agent's HAProxy.
-	adminDrain atomic.Pointer[bitset]
+	// haproxyDrained: drained or in maintenance in this agent's HAProxy.
+	haproxyDrained atomic.Pointer[bitset]
 	// Last server states HAProxy reported, for the API.
 	up, known []atomic.Bool
-	lastSeen  atomic.Int64
 }
 
 func newBackend(bc config.Backend) *Backend {
@@ -494,13 +485,13 @@ func newBackend(bc config.Backend) *Backend {
 		b.weights = append(b.weights, float64(s.Weight))
 	}
 	b.draining.Store(&bitset{})
-	b.adminDrain.Store(&bitset{})
+	b.haproxyDrained.Store(&bitset{})
 	return b
 }
 
 // noNewClients is the union of both drain sources.
 func (b *Backend) noNewClients() *bitset {
-	d, h := b.draining.Load(), b.adminDrain.Load()
+	d, h := b.draining.Load(), b.haproxyDrained.Load()
 	if *h == (bitset{}) {
 		return d
 	}
@@ -527,19 +518,19 @@ type ServerState struct {
 	Up       bool // as last reported by HAProxy; true when never reported
 	Reported bool // HAProxy has reported this server at least once
 	Draining bool // drained through the store (the API)
-	// AdminDrain: HAProxy's Runtime API shows it in drain or maintenance.
-	AdminDrain bool
+	// HAProxyDrain: HAProxy's Runtime API shows it in drain or maintenance.
+	HAProxyDrain bool
 }
 
 // States returns every server's state in configuration order.
 func (b *Backend) States() []ServerState {
-	d, h := b.draining.Load(), b.adminDrain.Load()
+	d, h := b.draining.Load(), b.haproxyDrained.Load()
 	out := make([]ServerState, len(b.Servers))
 	for i, s := range b.Servers {
 		known := b.known[i].Load()
 		out[i] = ServerState{
 			Name: s.Name, Address: s.Address, Weight: s.Weight,
-			Up: !known || b.up[i].Load(), Reported: known, Draining: d.get(i), AdminDrain: h.get(i),
+			Up: !known || b.up[i].Load(), Reported: known, Draining: d.get(i), HAProxyDrain: h.get(i),
 		}
 	}
 	return out
@@ -574,33 +565,4 @@ func (b *Backend) observe(q *Query) {
 			}
 		}
 	}
-}
-
-// rateLimitedLog logs the first failure at once, then at most one line per
-// period with the number of lines it held back, so an outage during a
-// reconnect storm does not flood the log.
-type rateLimitedLog struct {
-	logger     *slog.Logger
-	every      time.Duration
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func (r *rateLimitedLog) warn(msg string, args ...any) {
-	r.mu.Lock()
-	now := time.Now()
-	if !r.last.IsZero() && now.Sub(r.last) < r.every {
-		r.suppressed++
-		r.mu.Unlock()
-		return
-	}
-	n := r.suppressed
-	r.suppressed = 0
-	r.last = now
-	r.mu.Unlock()
-	if n > 0 {
-		args = append(args, "suppressed", n)
-	}
-	r.logger.Warn(msg, args...)
 }

@@ -79,6 +79,8 @@ func (f *fakeStore) List(context.Context, string, store.ListOptions) (store.Page
 }
 func (f *fakeStore) CountByServer(context.Context, string) (map[string]int, error) { return nil, nil }
 func (f *fakeStore) DeleteByServer(context.Context, string, string) (int, error)   { return 0, nil }
+func (f *fakeStore) Inline() store.Inline                                          { return nil }
+func (f *fakeStore) Stats() store.Stats                                            { return store.Stats{} }
 func (f *fakeStore) SetDraining(_ context.Context, _, s string, d bool) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

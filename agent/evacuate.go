@@ -204,7 +204,7 @@ func (a *Agent) evacuateOne(ctx context.Context, e *evacuation, b *Backend, idx 
 	switch {
 	case err != nil:
 		e.update(func(s *EvacuationStatus) { s.Failed++ })
-		a.evacLog.warn("evacuation: move failed", "backend", b.Name, "server", it.Server, "err", err)
+		a.evacLog.Warn("evacuation: move failed", "backend", b.Name, "server", it.Server, "err", err)
 	case got.Server == target:
 		e.update(func(s *EvacuationStatus) { s.Moved++ })
 	default:

@@ -312,7 +312,7 @@ func (s *Server) servers(ctx context.Context, b *agent.Backend) []serverJSON {
 	for i, st := range states {
 		out[i] = serverJSON{
 			Name: st.Name, Address: st.Address, Weight: st.Weight,
-			Up: st.Up, Reported: st.Reported, Draining: st.Draining, HAProxyDrain: st.AdminDrain,
+			Up: st.Up, Reported: st.Reported, Draining: st.Draining, HAProxyDrain: st.HAProxyDrain,
 		}
 		if err == nil {
 			n := counts[st.Name]

@@ -134,8 +134,8 @@ func parseServersState(out, backend string) (map[string]ServerAdmin, error) {
 }
 
 // Unavailable returns the servers of a backend that HAProxy holds in drain
-// or maintenance: they must get no new clients (agent.AdminStateSource).
-func (r *RuntimeAPI) Unavailable(ctx context.Context, backend string) (map[string]bool, error) {
+// or maintenance: they must get no new clients (agent.HAProxyDrainSource).
+func (r *RuntimeAPI) Drained(ctx context.Context, backend string) (map[string]bool, error) {
 	states, err := r.ServersState(ctx, backend)
 	if err != nil {
 		return nil, err

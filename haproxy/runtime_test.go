@@ -65,7 +65,7 @@ func TestRuntimeAPIUnavailable(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := rt.Unavailable(context.Background(), "mqtt")
+		got, err := rt.Drained(context.Background(), "mqtt")
 		if err != nil || len(got) != 2 || !got["n2"] || !got["n3"] {
 			t.Fatalf("%s: %v %v", addr, got, err)
 		}

@@ -25,7 +25,7 @@ import (
 
 	"github.com/stickyd/stickyd/agent"
 	"github.com/stickyd/stickyd/spoe"
-	"github.com/stickyd/stickyd/store/redis"
+	"github.com/stickyd/stickyd/store"
 )
 
 // Namespace prefixes every stickyd metric.
@@ -225,27 +225,27 @@ func (l slogPromLogger) Println(v ...any) {
 	l.log.Warn("metrics: scrape error", "err", fmt.Sprint(v...))
 }
 
-// RegisterRedisCache exports the Redis store's local cache counters, read
-// at scrape time. Call it once, only on the Redis store.
-func (m *Metrics) RegisterRedisCache(stats func() redis.CacheStats) {
+// RegisterStoreCache exports the local cache counters of a shared store (Redis), read
+// once per scrape. Call it once, when the store has a cache (Stats().Cache).
+func (m *Metrics) RegisterStoreCache(stats func() store.CacheStats) {
 	get := perScrape(stats)
-	counter := func(name, help string, labels prometheus.Labels, v func(redis.CacheStats) uint64) prometheus.Collector {
+	counter := func(name, help string, labels prometheus.Labels, v func(store.CacheStats) uint64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Subsystem: "redis_cache", Name: name, Help: help, ConstLabels: labels},
 			func() float64 { return float64(v(get())) })
 	}
 	m.reg.MustRegister(
 		counter("lookups_total", "Connect-path lookups in the local cache of Redis bindings: hit (answered without Redis) or miss.",
-			prometheus.Labels{"result": "hit"}, func(s redis.CacheStats) uint64 { return s.Hits }),
+			prometheus.Labels{"result": "hit"}, func(s store.CacheStats) uint64 { return s.Hits }),
 		counter("lookups_total", "Connect-path lookups in the local cache of Redis bindings: hit (answered without Redis) or miss.",
-			prometheus.Labels{"result": "miss"}, func(s redis.CacheStats) uint64 { return s.Misses }),
+			prometheus.Labels{"result": "miss"}, func(s store.CacheStats) uint64 { return s.Misses }),
 		counter("invalidations_total", "Invalidations received: a binding that a store (any agent's, this one's included) changed or removed, dropped from this cache if it held it.", nil,
-			func(s redis.CacheStats) uint64 { return s.Invalidations }),
+			func(s store.CacheStats) uint64 { return s.Invalidations }),
 		counter("refreshes_total", "Background refreshes of cached bindings (TTL reset in Redis, binding confirmed).", nil,
-			func(s redis.CacheStats) uint64 { return s.Refreshes }),
+			func(s store.CacheStats) uint64 { return s.Refreshes }),
 		counter("refresh_errors_total", "Background refreshes that failed (the entry ages out).", nil,
-			func(s redis.CacheStats) uint64 { return s.RefreshErrors }),
+			func(s store.CacheStats) uint64 { return s.RefreshErrors }),
 		counter("resets_total", "Times the cache was emptied: its invalidation subscription was made, lost or remade.", nil,
-			func(s redis.CacheStats) uint64 { return s.Resets }),
+			func(s store.CacheStats) uint64 { return s.Resets }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: Namespace, Subsystem: "redis_cache", Name: "enabled",
 			Help: "1 while the cache's invalidation subscription is up and the cache answers; 0 while it is down (every connect asks Redis)."},
 			func() float64 {

@@ -33,7 +33,6 @@ import (
 	"github.com/stickyd/stickyd/spoe"
 	"github.com/stickyd/stickyd/store"
 	"github.com/stickyd/stickyd/store/memory"
-	"github.com/stickyd/stickyd/store/redis"
 )
 
 var discard = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -661,7 +660,7 @@ func TestDashboard(t *testing.T) {
 	r := newRig(t)
 	srv := spoe.NewServer(r.agent, discard, 65536)
 	r.m.RegisterSPOE(srv.Stats)
-	r.m.RegisterRedisCache(func() redis.CacheStats { return redis.CacheStats{} })
+	r.m.RegisterStoreCache(func() store.CacheStats { return store.CacheStats{} })
 	r.decide("mqtt", "c1")
 	if err := r.m.RefreshBindings(context.Background(), r.store, r.agent.Backends(), time.Second); err != nil {
 		t.Fatal(err)
@@ -853,8 +852,8 @@ func TestInstrumentedGetOrClaimDoesNotAllocate(t *testing.T) {
 
 func TestRedisCacheMetrics(t *testing.T) {
 	m := metrics.New(metrics.Options{NoRuntimeCollectors: true})
-	st := redis.CacheStats{Hits: 7, Misses: 3, Invalidations: 2, Refreshes: 5, RefreshErrors: 1, Resets: 4, Enabled: true, Entries: 9}
-	m.RegisterRedisCache(func() redis.CacheStats { return st })
+	st := store.CacheStats{Hits: 7, Misses: 3, Invalidations: 2, Refreshes: 5, RefreshErrors: 1, Resets: 4, Enabled: true, Entries: 9}
+	m.RegisterStoreCache(func() store.CacheStats { return st })
 	e := scrape(t, m.Handler())
 	e.expect(t, "stickyd_redis_cache_lookups_total", l("result", "hit"), 7)
 	e.expect(t, "stickyd_redis_cache_lookups_total", l("result", "miss"), 3)

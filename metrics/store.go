@@ -9,7 +9,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/stickyd/stickyd/agent"
 	"github.com/stickyd/stickyd/store"
 )
 
@@ -138,11 +137,7 @@ func errorKind(err error) string {
 // unchanged (errors.Is(err, store.ErrNotFound) still holds). It adds no
 // allocation to any call.
 func InstrumentStore(st store.Store, m *Metrics) store.Store {
-	is := &instrumentedStore{st: st, m: &m.store}
-	if in, ok := st.(agent.InlineStore); ok {
-		return &instrumentedInlineStore{instrumentedStore: is, in: in}
-	}
-	return is
+	return &instrumentedStore{st: st, m: &m.store}
 }
 
 type instrumentedStore struct {
@@ -233,14 +228,26 @@ func (s *instrumentedStore) Close() error { return s.st.Close() }
 // Unwrap returns the store underneath.
 func (s *instrumentedStore) Unwrap() store.Store { return s.st }
 
-// instrumentedInlineStore also forwards agent.InlineStore, timing the
-// calls it answers (a call it passes on did nothing and costs little).
-type instrumentedInlineStore struct {
-	*instrumentedStore
-	in agent.InlineStore
+// Stats passes the store's own counters through.
+func (s *instrumentedStore) Stats() store.Stats { return s.st.Stats() }
+
+// Inline instruments the store's in-memory path, when it has one.
+func (s *instrumentedStore) Inline() store.Inline {
+	in := s.st.Inline()
+	if in == nil {
+		return nil
+	}
+	return &instrumentedInline{m: s.m, in: in}
 }
 
-func (s *instrumentedInlineStore) TryGetOrClaim(backend string, clientID []byte, proposed string, ttl time.Duration) (store.Claim, bool) {
+// instrumentedInline times the calls the in-memory path answers (a call
+// it passes on did nothing and costs little).
+type instrumentedInline struct {
+	m  *storeMetrics
+	in store.Inline
+}
+
+func (s *instrumentedInline) TryGetOrClaim(backend string, clientID []byte, proposed string, ttl time.Duration) (store.Claim, bool) {
 	start := time.Now()
 	c, ok := s.in.TryGetOrClaim(backend, clientID, proposed, ttl)
 	if ok {
@@ -249,7 +256,7 @@ func (s *instrumentedInlineStore) TryGetOrClaim(backend string, clientID []byte,
 	return c, ok
 }
 
-func (s *instrumentedInlineStore) TryMove(backend string, clientID []byte, from, to string, ttl time.Duration) (store.Claim, bool) {
+func (s *instrumentedInline) TryMove(backend string, clientID []byte, from, to string, ttl time.Duration) (store.Claim, bool) {
 	start := time.Now()
 	c, ok := s.in.TryMove(backend, clientID, from, to, ttl)
 	if ok {

@@ -100,4 +100,37 @@ type Store interface {
 	// Ping reports whether the store answers.
 	Ping(ctx context.Context) error
 	Close() error
+
+	// Inline returns the store's in-memory path for the connect path, or
+	// nil when it has none. Declared here, not discovered, so a wrapper
+	// (metrics) has to pass it on and cannot switch it off unnoticed.
+	Inline() Inline
+	// Stats returns a snapshot of the store's own counters.
+	Stats() Stats
+}
+
+// Inline answers the connect path from process memory, without I/O: the
+// memory store always can, the Redis store when its local cache holds the
+// binding. A false ok means the call did nothing and the Store method must
+// be used instead. clientID may alias a network buffer: it is not kept.
+type Inline interface {
+	TryGetOrClaim(backend string, clientID []byte, proposed string, ttl time.Duration) (Claim, bool)
+	TryMove(backend string, clientID []byte, from, to string, ttl time.Duration) (Claim, bool)
+}
+
+// Stats is a snapshot of a store's own counters.
+type Stats struct {
+	// Cache is set when the store keeps a local cache of a shared map.
+	Cache *CacheStats
+}
+
+// CacheStats counts what a local cache did since start.
+type CacheStats struct {
+	Hits, Misses  uint64
+	Invalidations uint64 // invalidations received (any store's change, this one's included)
+	Refreshes     uint64 // refresh scripts run
+	RefreshErrors uint64
+	Resets        uint64 // times the cache was emptied: subscription lost or (re)made
+	Enabled       bool   // the subscription is up and the cache answers
+	Entries       int
 }

@@ -232,6 +232,12 @@ func (s *Store) GetOrClaim(ctx context.Context, backendName, clientID, proposed 
 	return s.getOrClaim(backendName, clientID, false, proposed, ttl), nil
 }
 
+// Inline is the store itself: every answer comes from memory.
+func (s *Store) Inline() store.Inline { return s }
+
+// Stats is empty: the memory store has no cache of its own.
+func (s *Store) Stats() store.Stats { return store.Stats{} }
+
 // TryGetOrClaim is GetOrClaim for callers that hold the id as bytes (the
 // SPOE adapter): it never blocks on I/O, so it always answers, and it
 // copies the id only when it stores a new binding.

@@ -63,15 +63,8 @@ func refreshEvery(ttl time.Duration) time.Duration {
 }
 
 // CacheStats counts what the local cache did.
-type CacheStats struct {
-	Hits, Misses  uint64
-	Invalidations uint64 // invalidations received (any Store's change, this one's included)
-	Refreshes     uint64 // refresh scripts run
-	RefreshErrors uint64
-	Resets        uint64 // times the cache was emptied: subscription lost or (re)made
-	Enabled       bool   // the subscription is up and the cache answers
-	Entries       int
-}
+// CacheStats is the store-wide type.
+type CacheStats = store.CacheStats
 
 type cache struct {
 	capacity int // per shard

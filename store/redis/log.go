@@ -4,38 +4,22 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sync"
-	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/stickyd/stickyd/internal/ratelog"
 )
 
 // SetLogger routes go-redis's own messages (failed dials, pool trouble)
-// to l at warn level, at most one line per 10 s with a count of the lines
-// held back: while Redis is down the client would otherwise log every dial.
-// go-redis keeps one logger per process, so main calls this once.
+// to l at warn level, rate-limited: while Redis is down the client would
+// otherwise log every dial. go-redis keeps one logger per process, so main
+// calls this once.
 func SetLogger(l *slog.Logger) {
-	goredis.SetLogger(&clientLog{log: l, every: 10 * time.Second})
+	goredis.SetLogger(clientLog{ratelog.New(l, ratelog.DefaultEvery)})
 }
 
-type clientLog struct {
-	log        *slog.Logger
-	every      time.Duration
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
+type clientLog struct{ log *ratelog.Logger }
 
-func (c *clientLog) Printf(_ context.Context, format string, v ...interface{}) {
-	c.mu.Lock()
-	now := time.Now()
-	if !c.last.IsZero() && now.Sub(c.last) < c.every {
-		c.suppressed++
-		c.mu.Unlock()
-		return
-	}
-	n := c.suppressed
-	c.suppressed, c.last = 0, now
-	c.mu.Unlock()
-	c.log.Warn("redis client: "+fmt.Sprintf(format, v...), "suppressed", n)
+func (c clientLog) Printf(_ context.Context, format string, v ...interface{}) {
+	c.log.Warn("redis client: " + fmt.Sprintf(format, v...))
 }

@@ -126,8 +126,25 @@ func (s *Store) CacheStats() CacheStats {
 	return s.cache.stats()
 }
 
+// Stats reports the local cache, when it is on.
+func (s *Store) Stats() store.Stats {
+	if s.cache == nil {
+		return store.Stats{}
+	}
+	cs := s.cache.stats()
+	return store.Stats{Cache: &cs}
+}
+
+// Inline is the local cache's path, nil when the cache is off.
+func (s *Store) Inline() store.Inline {
+	if s.cache == nil {
+		return nil
+	}
+	return s
+}
+
 // TryGetOrClaim answers GetOrClaim from the local cache, without I/O, when
-// it holds the binding (agent.InlineStore); false otherwise.
+// it holds the binding (store.Inline); false otherwise.
 func (s *Store) TryGetOrClaim(backend string, clientID []byte, proposed string, ttl time.Duration) (store.Claim, bool) {
 	if s.cache == nil {
 		return store.Claim{}, false
@@ -403,7 +420,10 @@ func (s *Store) masters(ctx context.Context) ([]master, error) {
 	if s.cluster == nil {
 		return []master{{client: s.rdb}}, nil
 	}
-	slots, err := s.cluster.ClusterSlots(ctx).Result()
+	// CLUSTER SLOTS is deprecated since Redis 7.0 in favour of CLUSTER
+	// SHARDS, which Redis 6 lacks; SLOTS answers on every version we support.
+	slots, err := s.cluster.ClusterSlots(ctx).Result() //lint:ignore SA1019 see above
+
 	if err != nil {
 		return nil, fmt.Errorf("cluster slots: %w", err)
 	}
