@@ -21,6 +21,9 @@ type inlineFake struct {
 	tries        int
 }
 
+// Inline declares the inline path, which the embedded fakeStore lacks.
+func (f *inlineFake) Inline() store.Inline { return f }
+
 func (f *inlineFake) TryGetOrClaim(be string, id []byte, proposed string, ttl time.Duration) (store.Claim, bool) {
 	f.tries++
 	c, err := f.fakeStore.GetOrClaim(context.Background(), be, string(id), proposed, ttl)
