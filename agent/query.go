@@ -1,0 +1,88 @@
+package agent
+
+import (
+	"fmt"
+	"time"
+)
+
+// MaxServers is the most servers one backend may have (the Query keeps
+// server states in fixed bitsets so the hot path does not allocate).
+const MaxServers = 256
+
+// Outcome says how a Decision was reached.
+type Outcome int
+
+// Outcomes, also used as metric labels.
+const (
+	OutcomeNoKey          Outcome = iota // no client key: no answer
+	OutcomeUnknownBackend                // backend not configured: no answer
+	OutcomeNoServer                      // every server down: no answer
+	OutcomeExisting                      // existing binding to a live server
+	OutcomePlaced                        // new client, binding claimed
+	OutcomeMoved                         // binding moved off a down server
+	OutcomePinnedDown                    // pinned to a down server: routed elsewhere, binding kept
+	OutcomeFallback                      // store failed: rendezvous answer
+	numOutcomes
+)
+
+var outcomeNames = [...]string{"no_key", "unknown_backend", "no_server", "existing", "placed", "moved", "pinned_down", "fallback"}
+
+func (o Outcome) String() string {
+	if o < 0 || int(o) >= len(outcomeNames) {
+		return fmt.Sprintf("outcome(%d)", int(o))
+	}
+	return outcomeNames[o]
+}
+
+// Outcomes lists every outcome, for metrics.
+func Outcomes() []Outcome {
+	out := make([]Outcome, numOutcomes)
+	for i := range out {
+		out[i] = Outcome(i)
+	}
+	return out
+}
+
+// Decision is the agent's answer. Server is empty when there is none.
+type Decision struct {
+	Server  string
+	Outcome Outcome
+}
+
+// Query is one connection to decide. Byte slices may alias a network
+// buffer: Decide copies what it keeps.
+type Query struct {
+	Backend  string
+	ClientID []byte
+	Username []byte
+	// SessionExpiry is the MQTT 5 session expiry interval, 0 when absent.
+	SessionExpiry time.Duration
+
+	up, known bitset
+}
+
+// SetUp records HAProxy's view of the server at index i (see
+// Backend.ServerIndex). Servers never set count as up.
+func (q *Query) SetUp(i int, up bool) {
+	if i < 0 || i >= MaxServers {
+		return
+	}
+	q.known.set(i, true)
+	q.up.set(i, up)
+}
+
+// Reset clears the query for reuse.
+func (q *Query) Reset() { *q = Query{} }
+
+func (q *Query) isUp(i int) bool { return !q.known.get(i) || q.up.get(i) }
+
+type bitset [MaxServers / 64]uint64
+
+func (b *bitset) set(i int, v bool) {
+	if v {
+		b[i/64] |= 1 << (uint(i) % 64)
+	} else {
+		b[i/64] &^= 1 << (uint(i) % 64)
+	}
+}
+func (b *bitset) get(i int) bool { return b[i/64]&(1<<(uint(i)%64)) != 0 }

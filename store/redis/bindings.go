@@ -1,0 +1,211 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/stickyd/stickyd/store"
+)
+
+// bucketBits sizes the hash buckets of a backend: 65536 of them. It is
+// part of the key layout: every agent sharing a Redis must agree on it.
+const bucketBits = 16
+
+// bucketOf spreads client ids over the buckets (FNV-1a 32: stable across
+// processes and versions).
+func bucketOf(clientID string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(clientID); i++ {
+		h ^= uint32(clientID[i])
+		h *= 16777619
+	}
+	return h & (1<<bucketBits - 1)
+}
+
+// bucketPrefix starts every bucket key of a backend.
+func (s *Store) bucketPrefix(backend string) string { return s.prefix + "h:" + backend + ":" }
+
+// bucketKey is the hash that holds the client's binding.
+func (s *Store) bucketKey(backend, clientID string) string {
+	const hexDigits = "0123456789abcdef"
+	n := bucketOf(clientID)
+	return s.prefix + "h:" + backend + ":" + string([]byte{hexDigits[n>>12&15], hexDigits[n>>8&15], hexDigits[n>>4&15], hexDigits[n&15]})
+}
+
+// invMessage names a binding on the invalidation channel.
+func invMessage(backend, clientID string) string { return backend + ":" + clientID }
+
+func (s *Store) drainKey(backend string) string { return s.prefix + "drain:" + backend }
+
+func checkBackend(backend string) error {
+	if strings.IndexByte(backend, ':') >= 0 {
+		return ErrBackendName
+	}
+	return nil
+}
+
+func checkServer(server string) error {
+	if strings.HasPrefix(server, "!") {
+		return ErrServerName
+	}
+	return nil
+}
+
+// millis rounds a TTL up to whole milliseconds; 0 means no expiry.
+func millis(ttl time.Duration) int64 {
+	if ttl <= 0 {
+		return 0
+	}
+	return int64((ttl + time.Millisecond - 1) / time.Millisecond)
+}
+
+func parseClaim(reply string) (store.Claim, error) {
+	if len(reply) == 0 || (reply[0] != '0' && reply[0] != '1') {
+		return store.Claim{}, fmt.Errorf("unexpected script reply %.20q", reply)
+	}
+	server, pinned := decodeServer(reply[1:])
+	return store.Claim{Server: server, Pinned: pinned, Claimed: reply[0] == '1'}, nil
+}
+
+// GetOrClaim implements store.Store in one round trip.
+func (s *Store) GetOrClaim(ctx context.Context, backend, clientID, proposed string, ttl time.Duration) (store.Claim, error) {
+	if err := errors.Join(checkBackend(backend), checkServer(proposed)); err != nil {
+		return store.Claim{}, fmt.Errorf("redis get-or-claim: %w", err)
+	}
+	var t ticket
+	if s.cache != nil {
+		t = s.cache.take(backend, clientID)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	reply, err := claimScript.Run(ctx, s.rdb, []string{s.bucketKey(backend, clientID)}, clientID, proposed, millis(ttl)).Text()
+	if err != nil {
+		return store.Claim{}, fmt.Errorf("redis get-or-claim: %w", err)
+	}
+	c, err := parseClaim(reply)
+	if err != nil {
+		return store.Claim{}, fmt.Errorf("redis get-or-claim: %w", err)
+	}
+	if s.cache != nil {
+		s.cache.fill(t, clientID, c, ttl)
+	}
+	return c, nil
+}
+
+// Move implements store.Store in one round trip. Claimed is true when the
+// compare-and-swap applied (even if from == to) or the binding was created.
+func (s *Store) Move(ctx context.Context, backend, clientID, from, to string, ttl time.Duration) (store.Claim, error) {
+	if err := errors.Join(checkBackend(backend), checkServer(from), checkServer(to)); err != nil {
+		return store.Claim{}, fmt.Errorf("redis move: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	reply, err := moveScript.Run(ctx, s.rdb, []string{s.bucketKey(backend, clientID)},
+		clientID, from, to, millis(ttl), s.channel, invMessage(backend, clientID)).Text()
+	if err != nil {
+		return store.Claim{}, fmt.Errorf("redis move: %w", err)
+	}
+	c, err := parseClaim(reply)
+	if err != nil {
+		return store.Claim{}, fmt.Errorf("redis move: %w", err)
+	}
+	return c, nil
+}
+
+// Get implements store.Store.
+func (s *Store) Get(ctx context.Context, backend, clientID string) (store.Binding, error) {
+	if err := checkBackend(backend); err != nil {
+		return store.Binding{}, fmt.Errorf("redis get: %w", err)
+	}
+	res, err := getScript.Run(ctx, s.rdb, []string{s.bucketKey(backend, clientID)}, clientID).Slice()
+	if errors.Is(err, goredis.Nil) {
+		return store.Binding{}, store.ErrNotFound
+	}
+	if err != nil {
+		return store.Binding{}, fmt.Errorf("redis get: %w", err)
+	}
+	var v string
+	var pttl int64
+	ok := len(res) == 2
+	if ok {
+		v, ok = res[0].(string)
+	}
+	if ok {
+		pttl, ok = res[1].(int64)
+	}
+	if !ok {
+		return store.Binding{}, fmt.Errorf("redis get: unexpected script reply %.80v", res)
+	}
+	b := store.Binding{Backend: backend, ClientID: clientID}
+	b.Server, b.Pinned = decodeServer(v)
+	if pttl > 0 {
+		b.TTL = time.Duration(pttl) * time.Millisecond
+	}
+	return b, nil
+}
+
+// Put implements store.Store.
+func (s *Store) Put(ctx context.Context, b store.Binding) error {
+	if err := errors.Join(checkBackend(b.Backend), checkServer(b.Server)); err != nil {
+		return fmt.Errorf("redis put: %w", err)
+	}
+	err := putScript.Run(ctx, s.rdb, []string{s.bucketKey(b.Backend, b.ClientID)},
+		b.ClientID, encodeServer(b.Server, b.Pinned), millis(b.TTL), s.channel, invMessage(b.Backend, b.ClientID)).Err()
+	if err != nil {
+		return fmt.Errorf("redis put: %w", err)
+	}
+	return nil
+}
+
+// Delete implements store.Store.
+func (s *Store) Delete(ctx context.Context, backend, clientID string) error {
+	if err := checkBackend(backend); err != nil {
+		return fmt.Errorf("redis delete: %w", err)
+	}
+	n, err := delScript.Run(ctx, s.rdb, []string{s.bucketKey(backend, clientID)}, clientID, s.channel, invMessage(backend, clientID)).Int()
+	if err != nil {
+		return fmt.Errorf("redis delete: %w", err)
+	}
+	if n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+// SetDraining implements store.Store.
+func (s *Store) SetDraining(ctx context.Context, backend, server string, draining bool) error {
+	if err := checkBackend(backend); err != nil {
+		return fmt.Errorf("redis set-draining: %w", err)
+	}
+	var err error
+	if draining {
+		err = s.rdb.SAdd(ctx, s.drainKey(backend), server).Err()
+	} else {
+		err = s.rdb.SRem(ctx, s.drainKey(backend), server).Err()
+	}
+	if err != nil {
+		return fmt.Errorf("redis set-draining: %w", err)
+	}
+	return nil
+}
+
+// Draining implements store.Store.
+func (s *Store) Draining(ctx context.Context, backend string) (map[string]bool, error) {
+	if err := checkBackend(backend); err != nil {
+		return nil, fmt.Errorf("redis draining: %w", err)
+	}
+	members, err := s.rdb.SMembers(ctx, s.drainKey(backend)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redis draining: %w", err)
+	}
+	out := make(map[string]bool, len(members))
+	for _, m := range members {
+		out[m] = true
+	}
+	return out, nil
+}
