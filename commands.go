@@ -2,24 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"os"
-	"os/signal"
-	"syscall"
-	"time"
 
-	"github.com/labstack/echo/v4"
-
-	"github.com/stickyd/stickyd/agent"
-	"github.com/stickyd/stickyd/api"
 	"github.com/stickyd/stickyd/config"
 	"github.com/stickyd/stickyd/haproxy"
-	"github.com/stickyd/stickyd/metrics"
-	"github.com/stickyd/stickyd/spoe"
 	"github.com/stickyd/stickyd/store"
 	"github.com/stickyd/stickyd/store/memory"
 	"github.com/stickyd/stickyd/store/redis"
@@ -71,108 +59,4 @@ func openStore(ctx context.Context, cfg *config.Config) (store.Store, error) {
 		return memory.New(memory.Options{}), nil
 	}
 	return redis.New(ctx, redis.Options{URL: cfg.RedisURL, OpTimeout: cfg.StoreTimeout.D(), CacheSize: cfg.RedisCacheSize})
-}
-
-// serve runs until SIGINT or SIGTERM, then shuts down gracefully.
-func serve(path string, stderr io.Writer) int {
-	cfg, err := config.Load(path)
-	if err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
-	}
-	log := newLogger(&cfg, stderr)
-	if err := api.CheckListen(cfg.APIListen, cfg.APIToken); err != nil {
-		log.Error("refusing to start", "err", err)
-		return 1
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
-	redis.SetLogger(log)
-	st, err := openStore(ctx, &cfg)
-	if err != nil {
-		log.Error("cannot open store", "err", err)
-		return 1
-	}
-	defer st.Close()
-	mx := metrics.New(metrics.Options{Version: version, Logger: log})
-	if st.Stats().Cache != nil {
-		mx.RegisterStoreCache(func() store.CacheStats { return *st.Stats().Cache })
-	}
-	st = metrics.InstrumentStore(st, mx) // the agent and the API both see it
-	opts := agent.Options{ObserveDecision: mx.ObserveDecision}
-	if cfg.HAProxy.StatsSocket != "" {
-		// HAProxy's own drain is invisible to srv_is_up: read it from the
-		// Runtime API this agent's HAProxy exposes.
-		rt, err := haproxy.NewRuntimeAPI(cfg.HAProxy.StatsSocket, time.Second)
-		if err != nil {
-			log.Error("bad haproxy.stats_socket", "err", err)
-			return 1
-		}
-		opts.HAProxyDrain = rt
-	}
-	ag, err := agent.New(&cfg, st, log, opts)
-	if err != nil {
-		log.Error("cannot build agent", "err", err)
-		return 1
-	}
-	agentCtx, stopAgent := context.WithCancel(context.Background())
-	defer stopAgent()
-	go ag.Run(agentCtx)
-	mx.RegisterAgent(ag)
-	go mx.RunBindingsRefresher(agentCtx, st, ag.Backends(), metrics.DefaultBindingsInterval, metrics.DefaultBindingsTimeout)
-
-	spoeL, err := net.Listen("tcp", cfg.SPOEListen)
-	if err != nil {
-		log.Error("cannot listen for SPOE", "addr", cfg.SPOEListen, "err", err)
-		return 1
-	}
-	srv := spoe.NewServer(ag, log, cfg.MaxFrameSize)
-	mx.RegisterSPOE(srv.Stats)
-	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(spoeL) }()
-
-	var admin *api.Server
-	apiAddr := "disabled"
-	if cfg.APIListen != "" {
-		admin, err = api.New(api.Options{Config: &cfg, Store: st, Agent: ag, Logger: log,
-			Metrics: mx.Handler(), Middleware: []echo.MiddlewareFunc{mx.APIMiddleware()}})
-		if err != nil {
-			log.Error("cannot build API", "err", err)
-			return 1
-		}
-		apiL, err := net.Listen("tcp", cfg.APIListen)
-		if err != nil {
-			log.Error("cannot listen for the API", "addr", cfg.APIListen, "err", err)
-			return 1
-		}
-		apiAddr = apiL.Addr().String()
-		go func() { errc <- admin.Serve(apiL) }()
-	}
-
-	log.Info("stickyd serving", "version", version, "spoe", spoeL.Addr().String(), "api", apiAddr,
-		"api_auth", cfg.APIToken != "", "store", storeKind(&cfg), "backends", len(cfg.Backends))
-	code := 0
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down")
-	case err := <-errc:
-		if err != nil {
-			log.Error("server failed", "err", err)
-			code = 1
-		}
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ag.StopEvacuations()
-	// SPOE first: HAProxy's in-flight connections get their answers.
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, context.Canceled) {
-		log.Warn("SPOE shutdown incomplete", "err", err)
-	}
-	if admin != nil {
-		if err := admin.Shutdown(sctx); err != nil {
-			log.Warn("API shutdown incomplete", "err", err)
-		}
-	}
-	return code
 }

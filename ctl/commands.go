@@ -98,6 +98,35 @@ func noArgs(cmd string, pos []string) error {
 }
 
 func (c *cli) bindingsList(args []string) error {
+	path, q, all, err := c.listRequest(args)
+	if err != nil {
+		return err
+	}
+	if c.json && !all {
+		data, err := c.call(http.MethodGet, path, q, nil)
+		if err != nil {
+			return err
+		}
+		return c.writeJSON(data)
+	}
+	out := c.newListOutput()
+	more, err := c.walkPages(path, q, all, out.item)
+	if err != nil {
+		out.abort()
+		return err
+	}
+	if more != "" {
+		if err := out.tbl.flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.stderr, "More bindings: use --all, or run again with the same flags and --cursor %s\n", shellQuote(more))
+		return nil
+	}
+	return out.finish()
+}
+
+// listRequest parses the flags of bindings list into the API request.
+func (c *cli) listRequest(args []string) (path string, q url.Values, all bool, err error) {
 	const cmd = "bindings list"
 	fs := c.flagSet(cmd)
 	backend := backendFlag(fs)
@@ -105,100 +134,109 @@ func (c *cli) bindingsList(args []string) error {
 	prefix := fs.String("prefix", "", "only client ids starting with these bytes")
 	limit := fs.Int("limit", 0, "page size (1-1000; default the API's, 100)")
 	cursor := fs.String("cursor", "", "next_cursor of the previous page")
-	all := fs.Bool("all", false, "follow next_cursor to the end")
+	allFlag := fs.Bool("all", false, "follow next_cursor to the end")
 	pos, err := parseFlags(fs, args, true)
 	if err != nil {
-		return err
+		return "", nil, false, err
 	}
 	if err := noArgs(cmd, pos); err != nil {
-		return err
+		return "", nil, false, err
 	}
 	if *limit < 0 || *limit > maxListLimit {
-		return usagef("%s: --limit must be from 1 to %d", cmd, maxListLimit)
+		return "", nil, false, usagef("%s: --limit must be from 1 to %d", cmd, maxListLimit)
 	}
 	b, err := c.backend(*backend)
 	if err != nil {
-		return err
+		return "", nil, false, err
 	}
-	q := url.Values{}
-	if *server != "" {
-		q.Set("server", *server)
-	}
-	if *prefix != "" {
-		q.Set("prefix", *prefix)
+	q = url.Values{}
+	for k, v := range map[string]string{"server": *server, "prefix": *prefix, "cursor": *cursor} {
+		if v != "" {
+			q.Set(k, v)
+		}
 	}
 	if *limit > 0 {
 		q.Set("limit", strconv.Itoa(*limit))
 	}
-	if *cursor != "" {
-		q.Set("cursor", *cursor)
-	}
-	path := backendPath(b) + "/bindings"
+	return backendPath(b) + "/bindings", q, *allFlag, nil
+}
 
-	if c.json && !*all {
-		data, err := c.call(http.MethodGet, path, q, nil)
-		if err != nil {
-			return err
-		}
-		return c.writeJSON(data)
-	}
-	// With --json --all, the pages' items are streamed into one page
-	// object whose next_cursor is "", as if the API had answered at once.
-	tbl := newTable(c.stdout, "CLIENT ID", "SERVER", "TTL", "PINNED")
-	rows := 0
-	if c.json {
-		fmt.Fprint(c.stdout, `{"items":[`)
-	}
+// walkPages calls item for every binding of the pages from q's cursor on:
+// all of them with all, else one page, returning the next cursor ("" at
+// the end).
+func (c *cli) walkPages(path string, q url.Values, all bool, item func(json.RawMessage) error) (more string, err error) {
 	for seen := map[string]bool{}; ; {
 		var p pageJSON
 		if _, err := c.getJSON(path, q, &p); err != nil {
-			if c.json && rows > 0 {
-				fmt.Fprintln(c.stdout) // do not leave a half line
-			}
-			return err
+			return "", err
 		}
 		for _, raw := range p.Items {
-			if c.json {
-				if rows > 0 {
-					fmt.Fprint(c.stdout, ",")
-				}
-				if _, err := c.stdout.Write(raw); err != nil {
-					return err
-				}
-			} else {
-				var bj bindingJSON
-				if err := decode(raw, &bj); err != nil {
-					return err
-				}
-				tbl.row(bindingRow(bj)...)
+			if err := item(raw); err != nil {
+				return "", err
 			}
-			rows++
 		}
-		if p.NextCursor == "" {
-			break
-		}
-		if !*all {
-			if err := tbl.flush(); err != nil {
-				return err
-			}
-			fmt.Fprintf(c.stderr, "More bindings: use --all, or run again with the same flags and --cursor %s\n", shellQuote(p.NextCursor))
-			return nil
+		if p.NextCursor == "" || !all {
+			return p.NextCursor, nil
 		}
 		if seen[p.NextCursor] {
-			return fmt.Errorf("the API returned cursor %q twice; stopping", shorten(p.NextCursor))
+			return "", fmt.Errorf("the API returned cursor %q twice; stopping", shorten(p.NextCursor))
 		}
 		seen[p.NextCursor] = true
 		q.Set("cursor", p.NextCursor)
 	}
+}
+
+// listOutput prints bindings as a table, or with --json --all streams the
+// pages' items into one page object whose next_cursor is "", as if the
+// API had answered at once.
+type listOutput struct {
+	c    *cli
+	tbl  *table
+	rows int
+}
+
+func (c *cli) newListOutput() *listOutput {
+	o := &listOutput{c: c, tbl: newTable(c.stdout, "CLIENT ID", "SERVER", "TTL", "PINNED")}
 	if c.json {
-		_, err := fmt.Fprintln(c.stdout, `],"next_cursor":""}`)
-		return err
+		fmt.Fprint(c.stdout, `{"items":[`)
 	}
-	if rows == 0 {
-		fmt.Fprintln(c.stderr, "No bindings.")
+	return o
+}
+
+func (o *listOutput) item(raw json.RawMessage) error {
+	defer func() { o.rows++ }()
+	if !o.c.json {
+		var bj bindingJSON
+		if err := decode(raw, &bj); err != nil {
+			return err
+		}
+		o.tbl.row(bindingRow(bj)...)
 		return nil
 	}
-	return tbl.flush()
+	if o.rows > 0 {
+		fmt.Fprint(o.c.stdout, ",")
+	}
+	_, err := o.c.stdout.Write(raw)
+	return err
+}
+
+// abort ends a JSON stream cut by an error: no half line is left.
+func (o *listOutput) abort() {
+	if o.c.json && o.rows > 0 {
+		fmt.Fprintln(o.c.stdout)
+	}
+}
+
+func (o *listOutput) finish() error {
+	if o.c.json {
+		_, err := fmt.Fprintln(o.c.stdout, `],"next_cursor":""}`)
+		return err
+	}
+	if o.rows == 0 {
+		fmt.Fprintln(o.c.stderr, "No bindings.")
+		return nil
+	}
+	return o.tbl.flush()
 }
 
 func (c *cli) bindingsGet(args []string) error {
