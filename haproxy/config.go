@@ -1,3 +1,7 @@
+// Package haproxy speaks to HAProxy itself: it writes the configuration
+// that routes MQTT through the SPOE agent (one template per section, in
+// templates/) and reads and drives the Runtime API (runtime.go). The SPOE
+// wire protocol is package spoe's.
 package haproxy
 
 import (
