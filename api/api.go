@@ -75,6 +75,7 @@ type Server struct {
 	agent  *agent.Agent
 	log    *slog.Logger
 	authOn bool
+	guard  *guard
 	echo   *echo.Echo
 	http   *http.Server
 	counts *countCache
@@ -100,7 +101,9 @@ func New(opts Options) (*Server, error) {
 		log:    log,
 		authOn: token != "",
 		counts: newCountCache(opts.Agent, opts.Store, countTTL),
+		guard:  &guard{sameOrigin: token == ""},
 	}
+	s.guard.hostCheck.Store(token == "" || config.IsLoopback(opts.Config.APIListen))
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
@@ -109,7 +112,7 @@ func New(opts Options) (*Server, error) {
 	e.HTTPErrorHandler = s.handleError
 	e.Pre(rawPath)
 	e.Use(opts.Middleware...)
-	e.Use(s.logRequests, recoverPanics)
+	e.Use(s.logRequests, recoverPanics, s.guard.middleware) // guard.go
 	s.routes(e, token)
 	if opts.Metrics != nil {
 		e.GET("/metrics", echo.WrapHandler(opts.Metrics))
@@ -146,6 +149,7 @@ func (s *Server) routes(e *echo.Echo, token string) {
 	}
 	mw = append(mw, withTimeout(requestTimeout))
 	v1 := func(method, path string, h echo.HandlerFunc) { e.Add(method, "/v1"+path, h, mw...) }
+	v1(http.MethodGet, "/readyz", s.readyDetail)
 	v1(http.MethodGet, "/backends", s.listBackends)
 	v1(http.MethodGet, "/backends/:backend", s.getBackend)
 	v1(http.MethodGet, "/backends/:backend/servers", s.listServers)
@@ -174,6 +178,7 @@ func (s *Server) Serve(l net.Listener) error {
 			return err
 		}
 	}
+	s.guard.hostCheck.Store(!s.authOn || config.IsLoopback(l.Addr().String()))
 	if err := s.http.Serve(l); !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("api: serve: %w", err)
 	}

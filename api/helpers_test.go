@@ -116,7 +116,8 @@ type request struct {
 	method, target string
 	body           string
 	header         http.Header
-	noAuth         bool // do not send the env's token
+	noAuth         bool   // do not send the env's token
+	host           string // Host header; "" means 127.0.0.1:8080
 }
 
 // do sends a request through the handler. target is the raw request URI
@@ -129,6 +130,10 @@ func (e *env) do(t *testing.T, r request) response {
 		body = strings.NewReader(r.body)
 	}
 	req := httptest.NewRequest(r.method, r.target, body)
+	req.Host = "127.0.0.1:8080" // not httptest's example.com, which the guard refuses
+	if r.host != "" {
+		req.Host = r.host
+	}
 	for k, v := range r.header {
 		req.Header[k] = v
 	}

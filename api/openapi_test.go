@@ -274,6 +274,23 @@ func TestOpenAPIResponses(t *testing.T) {
 		{method: "GET", target: "/v1/backends/mqtt/bindings/" + strings.Repeat("x", 65536)},
 		{method: "DELETE", target: "/v1/backends/mqtt/bindings/" + strings.Repeat("x", 65536)},
 		{method: "GET", target: "/v1/backends/nope/placement/c1"},
+		{method: "GET", target: "/v1/readyz"},
+	}
+	// The guard (guard.go) answers every route: 403 for a foreign Host, and
+	// 415 for a form content type on a state-changing one.
+	fill := strings.NewReplacer("{backend}", "mqtt", "{server}", "n1", "{client_id}", "c9")
+	for path, item := range s.Paths {
+		for m := range item {
+			if !slices.Contains(httpMethods, m) {
+				continue
+			}
+			method, target := strings.ToUpper(m), fill.Replace(path)
+			calls = append(calls, request{method: method, target: target, host: "rebind.example:8080"})
+			if changesState(method) {
+				calls = append(calls, request{method: method, target: target,
+					header: http.Header{"Content-Type": {"text/plain;charset=UTF-8"}}})
+			}
+		}
 	}
 	seen := map[string]bool{}
 	for _, c := range calls {
