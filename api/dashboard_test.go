@@ -29,6 +29,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labstack/echo/v4"
+
 	"github.com/stickyd/stickyd/agent"
 	"github.com/stickyd/stickyd/api"
 	"github.com/stickyd/stickyd/config"
@@ -50,7 +52,7 @@ type dashEnv struct {
 	token string
 }
 
-func startDashboard(t *testing.T, token string) *dashEnv {
+func startDashboard(t *testing.T, token string, mw ...echo.MiddlewareFunc) *dashEnv {
 	t.Helper()
 	cfg := config.Default()
 	cfg.TTL = config.Duration(10 * time.Minute)
@@ -94,7 +96,7 @@ func startDashboard(t *testing.T, token string) *dashEnv {
 	if err := ag.RefreshDraining(ctx); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := api.New(api.Options{Config: &cfg, Store: st, Agent: ag, Logger: log, Token: token})
+	srv, err := api.New(api.Options{Config: &cfg, Store: st, Agent: ag, Logger: log, Token: token, Middleware: mw})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -623,11 +625,12 @@ type cdpPage struct {
 
 // startCDP runs headless Chromium with a DevTools port and attaches to
 // its page.
-func startCDP(t *testing.T, bin string) *cdpPage {
+func startCDP(t *testing.T, bin string, extra ...string) *cdpPage {
 	t.Helper()
 	profile := t.TempDir()
 	args := append(chromiumArgs(profile), "--remote-debugging-address=127.0.0.1",
-		"--remote-debugging-port=0", "--window-size=1200,800", "about:blank")
+		"--remote-debugging-port=0", "--window-size=1200,800")
+	args = append(append(args, extra...), "about:blank")
 	testenv.Start(t, bin, args, "", chromiumEnv(t)...)
 
 	// Chromium writes the port it took into DevToolsActivePort.
