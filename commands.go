@@ -19,6 +19,9 @@ func checkConfig(path string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
+	if cfg.TokenFileExposed() {
+		fmt.Fprintf(stderr, "warning: api_token_file %s has mode %04o: group or others may read it; chmod 600 it\n", cfg.APITokenFile, cfg.APITokenFileMode)
+	}
 	fmt.Fprintf(stdout, "%s: ok (%d backend(s), store: %s)\n", path, len(cfg.Backends), storeKind(&cfg))
 	return 0
 }

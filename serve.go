@@ -33,6 +33,7 @@ func serve(path string, stderr io.Writer) int {
 		return 1
 	}
 	log := newLogger(&cfg, stderr)
+	warnTokenFile(&cfg, log)
 	if err := api.CheckListen(cfg.APIListen, cfg.APIToken); err != nil {
 		log.Error("refusing to start", "err", err)
 		return 1
@@ -46,6 +47,14 @@ func serve(path string, stderr io.Writer) int {
 		return 1
 	}
 	return d.run(ctx)
+}
+
+// warnTokenFile warns when others than stickyd's user may read the token.
+func warnTokenFile(cfg *config.Config, log *slog.Logger) {
+	if cfg.TokenFileExposed() {
+		log.Warn("api_token_file is readable or writable by group or others; chmod 600 it",
+			"file", cfg.APITokenFile, "mode", fmt.Sprintf("%04o", cfg.APITokenFileMode))
+	}
 }
 
 // daemon is everything serve wires together.
@@ -65,9 +74,10 @@ type daemon struct {
 // on an error it closes what it opened.
 func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *daemon, err error) {
 	d = &daemon{cfg: cfg, log: log}
+	opened := d // d is nil by the time an error return runs the defer
 	defer func() {
 		if err != nil {
-			d.closeOpened()
+			opened.closeOpened()
 		}
 	}()
 	if d.st, err = openStore(ctx, cfg); err != nil {

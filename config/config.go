@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"reflect"
@@ -28,7 +29,9 @@ type Config struct {
 	APIListen    string `yaml:"api_listen"`
 	APIToken     string `yaml:"api_token"`
 	APITokenFile string `yaml:"api_token_file"`
-	RedisURL     string `yaml:"redis_url"`
+	// APITokenFileMode is api_token_file's permission bits, read with it.
+	APITokenFileMode fs.FileMode `yaml:"-"`
+	RedisURL         string      `yaml:"redis_url"`
 	// RedisCacheSize is how many recent bindings each agent keeps in
 	// process when on Redis, kept coherent over pub/sub; 0 disables it.
 	RedisCacheSize int      `yaml:"redis_cache_size"`
@@ -270,11 +273,11 @@ func (c *Config) finish() error {
 		if c.APIToken != "" {
 			return &Error{Key: "api_token_file", Err: errors.New("set api_token or api_token_file, not both")}
 		}
-		b, err := os.ReadFile(c.APITokenFile)
+		b, mode, err := readTokenFile(c.APITokenFile)
 		if err != nil {
 			return &Error{Key: "api_token_file", Err: err}
 		}
-		c.APIToken = strings.TrimSpace(string(b))
+		c.APIToken, c.APITokenFileMode = strings.TrimSpace(string(b)), mode
 		if c.APIToken == "" {
 			return &Error{Key: "api_token_file", Err: errors.New("file is empty")}
 		}
@@ -297,6 +300,27 @@ func (c *Config) finish() error {
 		}
 	}
 	return c.Validate()
+}
+
+// readTokenFile reads the file and the mode of the same open file.
+func readTokenFile(path string) ([]byte, fs.FileMode, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	b, err := io.ReadAll(f)
+	return b, fi.Mode().Perm(), err
+}
+
+// TokenFileExposed reports whether api_token_file's mode lets its group
+// or others read or write it (serve and check-config warn).
+func (c *Config) TokenFileExposed() bool {
+	return c.APITokenFile != "" && c.APITokenFileMode&0o077 != 0
 }
 
 func checkHostPort(s string) error {

@@ -99,17 +99,76 @@ func TestEnvOverrides(t *testing.T) {
 }
 
 func TestTokenFile(t *testing.T) {
+	const tok = "s3cret-0123456789abcdef"
+	for _, tc := range []struct {
+		mode    os.FileMode
+		exposed bool
+	}{{0o600, false}, {0o400, false}, {0o640, true}, {0o440, true}, {0o604, true}, {0o644, true}, {0o620, true}} {
+		t.Run(tc.mode.String(), func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "token")
+			if err := os.WriteFile(p, []byte(tok+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(p, tc.mode); err != nil { // past the umask
+				t.Fatal(err)
+			}
+			cfg, err := Parse(strings.NewReader(example+"api_token_file: "+p+"\n"), noEnv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg.APIToken != tok || cfg.APITokenFileMode != tc.mode || cfg.TokenFileExposed() != tc.exposed {
+				t.Fatalf("token %q mode %v exposed %v, want mode %v exposed %v", cfg.APIToken, cfg.APITokenFileMode, cfg.TokenFileExposed(), tc.mode, tc.exposed)
+			}
+		})
+	}
+	t.Run("inline token", func(t *testing.T) {
+		cfg, err := Parse(strings.NewReader(example), envOf(map[string]string{"STICKYD_API_TOKEN": tok}))
+		if err != nil || cfg.TokenFileExposed() {
+			t.Fatalf("%v, exposed %v", err, cfg.TokenFileExposed())
+		}
+	})
+}
+
+// TestTokenTooShort: a token under 16 bytes is refused, naming where it
+// came from and its length but never the token.
+func TestTokenTooShort(t *testing.T) {
 	dir := t.TempDir()
-	p := filepath.Join(dir, "token")
-	if err := os.WriteFile(p, []byte("s3cret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := Parse(strings.NewReader(example+"api_token_file: "+p+"\n"), noEnv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cfg.APIToken != "s3cret" {
-		t.Fatalf("token %q", cfg.APIToken)
+	for _, tc := range []struct {
+		name, token string
+		file        bool
+		wantErr     string
+	}{
+		{"inline 15", "0123456789abcde", false, "api_token: the token is 15 bytes, want at least 16"},
+		{"file 6", "s3cret", true, "api_token_file: the token is 6 bytes, want at least 16"},
+		{"file padded", "  short-token \n\n", true, "api_token_file: the token is 11 bytes"},
+		{"inline 16", "0123456789abcdef", false, ""},
+		{"file 16", "0123456789abcdef\n", true, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{}
+			if tc.file {
+				p := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_"))
+				if err := os.WriteFile(p, []byte(tc.token), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				env["STICKYD_API_TOKEN_FILE"] = p
+			} else {
+				env["STICKYD_API_TOKEN"] = tc.token
+			}
+			_, err := Parse(strings.NewReader(example), envOf(env))
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v, want %q", err, tc.wantErr)
+			}
+			if strings.Contains(err.Error(), strings.TrimSpace(tc.token)) {
+				t.Errorf("the error shows the token: %v", err)
+			}
+		})
 	}
 }
 

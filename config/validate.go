@@ -35,8 +35,19 @@ func (c *Config) validateListeners() error {
 			return &Error{Key: "api_listen", Err: err}
 		}
 	}
+	if n := len(c.APIToken); n > 0 && n < MinTokenBytes {
+		key := "api_token"
+		if c.APITokenFile != "" {
+			key = "api_token_file"
+		}
+		return &Error{Key: key, Err: fmt.Errorf("the token is %d bytes, want at least %d (e.g. openssl rand -hex 32)", n, MinTokenBytes)}
+	}
 	return nil
 }
+
+// MinTokenBytes is the shortest api_token accepted: short ones can be
+// guessed.
+const MinTokenBytes = 16
 
 func (c *Config) validateStore() error {
 	if c.RedisURL != "" {

@@ -122,7 +122,7 @@ func loadConfig(t *testing.T, file string, env map[string]string) config.Config 
 func tokenFile(t *testing.T) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), "api-token")
-	if err := os.WriteFile(p, []byte("test-token\n"), 0o600); err != nil {
+	if err := os.WriteFile(p, []byte("test-token-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -369,7 +369,7 @@ func TestCompose(t *testing.T) {
 	env := map[string]string{}
 	for k, v := range sd.Environment {
 		if envRef.MatchString(v) {
-			v = "test-token" // set by the operator (.env)
+			v = "test-token-0123456789" // set by the operator (.env)
 		}
 		env[k] = v
 	}

@@ -135,7 +135,7 @@ cat <<EOF
   Admin API (no token needed on loopback):
     curl -s 127.0.0.1:$api_port/v1/backends
     curl -s 127.0.0.1:$api_port/v1/backends/mqtt/bindings/my-device
-    curl -s -X PUT 127.0.0.1:$api_port/v1/backends/mqtt/bindings/my-device -d '{"server":"n1","pinned":true}'
+    curl -s -X PUT 127.0.0.1:$api_port/v1/backends/mqtt/bindings/my-device -H 'Content-Type: application/json' -d '{"server":"n1","pinned":true}'
     curl -s -X PUT 127.0.0.1:$api_port/v1/backends/mqtt/servers/n2/drain
 
   Generated HAProxy configuration: $run/haproxy/haproxy.cfg
