@@ -6,9 +6,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
@@ -173,4 +175,39 @@ func TestGuardBrowser(t *testing.T) {
 // jsString quotes s as a JavaScript string literal.
 func jsString(s string) string {
 	return fmt.Sprintf("%q", s)
+}
+
+// TestGuardCurl: curl as operators type it still works without a token;
+// only its default form content type (-d without -H) is refused.
+func TestGuardCurl(t *testing.T) {
+	bin := testenv.RequireBinary(t, "curl")
+	d := startDashboard(t, "")
+	curl := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, bin, append([]string{"-s", "-w", " %{http_code}"}, args...)...).Output()
+		if err != nil {
+			t.Fatalf("curl %v: %v", args, err)
+		}
+		return string(out)
+	}
+	bind := d.url + "/v1/backends/mqtt/bindings/curl-1"
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-X", "PUT", d.url + "/v1/backends/mqtt/servers/n1/drain"}, " 200"},
+		{[]string{"-X", "DELETE", d.url + "/v1/backends/mqtt/servers/n1/drain"}, " 200"},
+		{[]string{"-X", "PUT", "-d", `{"server":"n2"}`, bind}, `"refused: content type \"application/x-www-form-urlencoded\"`},
+		{[]string{"-X", "PUT", "-H", "Content-Type: application/json", "-d", `{"server":"n2"}`, bind}, `"server":"n2"`},
+		{[]string{"-H", "Host: rebind.test", d.url + "/v1/backends"}, " 403"},
+	} {
+		if got := curl(tc.args...); !strings.Contains(got, tc.want) {
+			t.Errorf("curl %v: %s, want %s", tc.args, got, tc.want)
+		}
+	}
+	if b, err := d.store.Get(context.Background(), "mqtt", "curl-1"); err != nil || b.Server != "n2" {
+		t.Errorf("binding %+v %v", b, err)
+	}
 }
