@@ -50,7 +50,7 @@ func (g *guard) middleware(next echo.HandlerFunc) echo.HandlerFunc {
 		r := c.Request()
 		if g.hostCheck.Load() && !loopbackHost(r.Host) {
 			return echo.NewHTTPError(http.StatusForbidden, "refused: Host "+quoteShort(r.Host)+
-				" is not a loopback name or address (localhost, 127.0.0.0/8, [::1]); set api_token to serve other names")
+				" is not a loopback name or address (localhost, 127.0.0.0/8, [::1]); other names need api_token and a non-loopback api_listen")
 		}
 		if g.sameOrigin && changesState(r.Method) {
 			if err := crossSite(r); err != nil {

@@ -560,7 +560,11 @@ func newAPI(t *testing.T, r *rig, token string) http.Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return srv.Handler()
+	// The API refuses httptest's Host example.com (not loopback).
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		req.Host = "127.0.0.1:8080"
+		srv.Handler().ServeHTTP(w, req)
+	})
 }
 
 func TestAPIMetricsUseRouteTemplates(t *testing.T) {
