@@ -140,11 +140,11 @@ func (s *Server) routes(e *echo.Echo, token string) {
 
 	// Middleware goes on each /v1 route rather than on a Group: a Group
 	// with middleware adds a catch-all that turns every 405 into a 404.
-	var mw []echo.MiddlewareFunc
+	var auth []echo.MiddlewareFunc
 	if token != "" {
-		mw = append(mw, bearerAuth(token))
+		auth = append(auth, bearerAuth(token))
 	}
-	mw = append(mw, withTimeout(requestTimeout))
+	mw := append(append([]echo.MiddlewareFunc{}, auth...), withTimeout(requestTimeout))
 	v1 := func(method, path string, h echo.HandlerFunc) { e.Add(method, "/v1"+path, h, mw...) }
 	v1(http.MethodGet, "/backends", s.listBackends)
 	v1(http.MethodGet, "/backends/:backend", s.getBackend)
@@ -161,6 +161,7 @@ func (s *Server) routes(e *echo.Echo, token string) {
 	v1(http.MethodPut, "/backends/:backend/bindings/:client_id", s.putBinding)
 	v1(http.MethodDelete, "/backends/:backend/bindings/:client_id", s.deleteBinding)
 	v1(http.MethodGet, "/backends/:backend/placement/:client_id", s.placement)
+	s.bulkRoutes(e, auth) // export.go
 }
 
 // Handler returns the API as an http.Handler (for tests and embedding).
