@@ -21,13 +21,15 @@ import (
 const (
 	// bulkTimeout bounds one export or import: they walk a whole backend.
 	bulkTimeout = 5 * time.Minute
-	// maxImportBytes bounds an import body (a million ordinary bindings).
-	maxImportBytes = 256 << 20
 	// maxImportErrors bounds the errors an import answer lists.
 	maxImportErrors = 100
 	// maxImportLine fits a 65535-byte id twice (client_id and its base64).
 	maxImportLine = 512 << 10
 )
+
+// maxImportBytes bounds an import body (a million ordinary bindings); a
+// variable so tests can lower it.
+var maxImportBytes int64 = 256 << 20
 
 // bulkRoutes registers export and import, with a longer timeout than the
 // other /v1 routes.

@@ -274,7 +274,15 @@ func TestOpenAPIResponses(t *testing.T) {
 		{method: "GET", target: "/v1/backends/mqtt/bindings/" + strings.Repeat("x", 65536)},
 		{method: "DELETE", target: "/v1/backends/mqtt/bindings/" + strings.Repeat("x", 65536)},
 		{method: "GET", target: "/v1/backends/nope/placement/c1"},
+		{method: "GET", target: "/v1/backends/mqtt/export"},
+		{method: "GET", target: "/v1/backends/mqtt/export?x=1"},
+		{method: "GET", target: "/v1/backends/nope/export"},
+		{method: "POST", target: "/v1/backends/mqtt/import", body: `{"client_id":"i1","server":"n1"}` + "\n"},
+		{method: "POST", target: "/v1/backends/mqtt/import?mode=nope", body: "\n"},
+		{method: "POST", target: "/v1/backends/nope/import", body: "\n"},
+		{method: "POST", target: "/v1/backends/mqtt/import", body: strings.Repeat(`{"client_id":"i2","server":"n1"}`+"\n", 100)},
 	}
+	defer api.SetMaxImportBytes(1000)()
 	seen := map[string]bool{}
 	for _, c := range calls {
 		r := e.do(t, c) // fails on an undocumented status

@@ -49,6 +49,9 @@ Bindings (which broker a client id goes to):
   bindings pin    ID --server S [--ttl 10m|0] [--unpinned]
   bindings evict  ID
   bindings evict  --server S --yes        evict every binding of server S
+  bindings export [--out FILE]            every binding as NDJSON (default stdout)
+  bindings import FILE|- [--mode claim|replace]
+                                          load an export; claim never overwrites
 
 Servers:
   servers list
@@ -106,6 +109,9 @@ var commands = map[string]map[string]command{
 		"get":   {(*cli).bindingsGet},
 		"pin":   {(*cli).bindingsPin},
 		"evict": {(*cli).bindingsEvict},
+		// export.go
+		"export": {(*cli).bindingsExport},
+		"import": {(*cli).bindingsImport},
 	},
 	"servers": {
 		"list":    {(*cli).serversList},
@@ -171,7 +177,7 @@ func (c *cli) dispatch(args []string) error {
 func subcommands(cmds map[string]command) string {
 	// Fixed order, as in the usage text.
 	var out []string
-	for _, n := range []string{"list", "get", "pin", "evict", "drain", "undrain"} {
+	for _, n := range []string{"list", "get", "pin", "evict", "export", "import", "drain", "undrain", "evacuate", "rebalance"} {
 		if _, ok := cmds[n]; ok {
 			out = append(out, n)
 		}
