@@ -28,6 +28,10 @@ type Config struct {
 	APIListen    string `yaml:"api_listen"`
 	APIToken     string `yaml:"api_token"`
 	APITokenFile string `yaml:"api_token_file"`
+	// APIReadToken grants GET on /v1 only (a read-only role); it needs
+	// APIToken, which keeps every right.
+	APIReadToken     string `yaml:"api_read_token"`
+	APIReadTokenFile string `yaml:"api_read_token_file"`
 	RedisURL     string `yaml:"redis_url"`
 	// RedisCacheSize is how many recent bindings each agent keeps in
 	// process when on Redis, kept coherent over pub/sub; 0 disables it.
@@ -266,18 +270,17 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
 // finish fills derived defaults and validates.
 func (c *Config) finish() error {
-	if c.APITokenFile != "" {
-		if c.APIToken != "" {
-			return &Error{Key: "api_token_file", Err: errors.New("set api_token or api_token_file, not both")}
-		}
-		b, err := os.ReadFile(c.APITokenFile)
-		if err != nil {
-			return &Error{Key: "api_token_file", Err: err}
-		}
-		c.APIToken = strings.TrimSpace(string(b))
-		if c.APIToken == "" {
-			return &Error{Key: "api_token_file", Err: errors.New("file is empty")}
-		}
+	if err := readTokenFile("api_token", c.APITokenFile, &c.APIToken); err != nil {
+		return err
+	}
+	if err := readTokenFile("api_read_token", c.APIReadTokenFile, &c.APIReadToken); err != nil {
+		return err
+	}
+	switch {
+	case c.APIReadToken != "" && c.APIToken == "":
+		return &Error{Key: "api_read_token", Err: errors.New("needs api_token too: without it the API is open to writes")}
+	case c.APIReadToken != "" && c.APIReadToken == c.APIToken:
+		return &Error{Key: "api_read_token", Err: errors.New("must differ from api_token")}
 	}
 	if len(c.HAProxy.Agents) == 0 {
 		c.HAProxy.Agents = []string{c.SPOEListen}
@@ -297,6 +300,25 @@ func (c *Config) finish() error {
 		}
 	}
 	return c.Validate()
+}
+
+// readTokenFile sets *dst from file (trimmed) when file is set.
+func readTokenFile(key, file string, dst *string) error {
+	if file == "" {
+		return nil
+	}
+	if *dst != "" {
+		return &Error{Key: key + "_file", Err: fmt.Errorf("set %s or %s_file, not both", key, key)}
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return &Error{Key: key + "_file", Err: err}
+	}
+	*dst = strings.TrimSpace(string(b))
+	if *dst == "" {
+		return &Error{Key: key + "_file", Err: errors.New("file is empty")}
+	}
+	return nil
 }
 
 func checkHostPort(s string) error {
