@@ -32,7 +32,7 @@ type Config struct {
 	// APIToken, which keeps every right.
 	APIReadToken     string `yaml:"api_read_token"`
 	APIReadTokenFile string `yaml:"api_read_token_file"`
-	RedisURL     string `yaml:"redis_url"`
+	RedisURL         string `yaml:"redis_url"`
 	// RedisCacheSize is how many recent bindings each agent keeps in
 	// process when on Redis, kept coherent over pub/sub; 0 disables it.
 	RedisCacheSize int      `yaml:"redis_cache_size"`
