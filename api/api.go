@@ -155,6 +155,7 @@ func (s *Server) routes(e *echo.Echo, token string) {
 	mw := append(append([]echo.MiddlewareFunc{}, auth...), withTimeout(requestTimeout))
 	v1 := func(method, path string, h echo.HandlerFunc) { e.Add(method, "/v1"+path, h, mw...) }
 	v1(http.MethodGet, "/whoami", s.whoami)
+	v1(http.MethodGet, "/audit", s.getAudit)
 	v1(http.MethodGet, "/backends", s.listBackends)
 	v1(http.MethodGet, "/backends/:backend", s.getBackend)
 	v1(http.MethodGet, "/backends/:backend/servers", s.listServers)

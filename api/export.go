@@ -163,6 +163,7 @@ func (s *Server) importBindings(c echo.Context) error {
 			return fmt.Errorf("import into %s: reading the body: %w", b.Name, err)
 		}
 	}
+	s.record(c, actImport, b.Name, "", nil, map[string]any{"mode": mode, "imported": out.Imported, "skipped": out.Skipped, "errors": len(out.Errors)})
 	return c.JSON(http.StatusOK, out)
 }
 

@@ -237,6 +237,8 @@ func TestOpenAPIResponses(t *testing.T) {
 		{method: "GET", target: "/metrics"},
 		{method: "GET", target: "/v1/backends"},
 		{method: "GET", target: "/v1/whoami"},
+		{method: "GET", target: "/v1/audit"},
+		{method: "GET", target: "/v1/audit?limit=0"},
 		{method: "GET", target: "/v1/backends/mqtt"},
 		{method: "GET", target: "/v1/backends/nope"},
 		{method: "GET", target: "/v1/backends/mqtt/servers"},
