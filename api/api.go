@@ -172,6 +172,7 @@ func (s *Server) routes(e *echo.Echo, token string) {
 	v1(http.MethodDelete, "/backends/:backend/bindings/:client_id", s.deleteBinding)
 	v1(http.MethodGet, "/backends/:backend/placement/:client_id", s.placement)
 	s.bulkRoutes(e, auth) // export.go
+	s.rebalanceRoutes(v1) // rebalance.go
 }
 
 // Handler returns the API as an http.Handler (for tests and embedding).

@@ -230,6 +230,9 @@ func TestOpenAPIResponses(t *testing.T) {
 	e := newEnv(t, memory.New(memory.Options{}), withMetrics())
 	want(t, e.put(t, bindingPath("mqtt", "c1"), `{"server":"n1"}`), http.StatusOK)
 	big := `{"server":"` + strings.Repeat("x", 70000) + `"}`
+	for i := range 20 { // something for a rebalance to move, at rate 1: still running at the second POST
+		want(t, e.put(t, bindingPath("mqtt", fmt.Sprint("rb", i)), `{"server":"n1"}`), http.StatusOK)
+	}
 	calls := []request{
 		{method: "GET", target: "/healthz"},
 		{method: "GET", target: "/readyz"},
@@ -239,6 +242,15 @@ func TestOpenAPIResponses(t *testing.T) {
 		{method: "GET", target: "/v1/whoami"},
 		{method: "GET", target: "/v1/audit"},
 		{method: "GET", target: "/v1/audit?limit=0"},
+		// Before any drain: a drained server takes no part.
+		{method: "GET", target: "/v1/backends/mqtt/rebalance"},
+		{method: "DELETE", target: "/v1/backends/mqtt/rebalance"},
+		{method: "POST", target: "/v1/backends/mqtt/rebalance?tolerance=2"},
+		{method: "POST", target: "/v1/backends/nope/rebalance"},
+		{method: "POST", target: "/v1/backends/mqtt/rebalance?rate=1"},
+		{method: "POST", target: "/v1/backends/mqtt/rebalance?rate=1"},
+		{method: "GET", target: "/v1/backends/mqtt/rebalance"},
+		{method: "DELETE", target: "/v1/backends/mqtt/rebalance"},
 		{method: "GET", target: "/v1/backends/mqtt"},
 		{method: "GET", target: "/v1/backends/nope"},
 		{method: "GET", target: "/v1/backends/mqtt/servers"},

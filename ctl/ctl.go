@@ -57,6 +57,10 @@ Servers:
   servers list
   servers drain   NAME                    no new clients on NAME
   servers undrain NAME
+  servers evacuate NAME [--rate N] [--wait] [--status|--cancel]
+                                          drain NAME and move its bindings away
+  servers rebalance [--rate N] [--tolerance 0.05] [--wait] [--status|--cancel]
+                                          even out bindings by weight (after adding a server)
 
 Every command takes --backend B, which defaults to the only backend when
 there is just one. Flags may come before or after the command; an ID that
@@ -117,6 +121,9 @@ var commands = map[string]map[string]command{
 		"list":    {(*cli).serversList},
 		"drain":   {func(c *cli, args []string) error { return c.serversDrain(args, true) }},
 		"undrain": {func(c *cli, args []string) error { return c.serversDrain(args, false) }},
+		// rebalance.go
+		"evacuate":  {(*cli).serversEvacuate},
+		"rebalance": {(*cli).serversRebalance},
 	},
 }
 

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -180,4 +181,91 @@ func (s *stack) bindingCount(prefix string) int {
 	}
 	s.t.Fatal("list bindings: no end after 1000 pages")
 	return 0
+}
+
+// Scale-out: 3000 bindings on n1 and n2, n3 added (weights 1:1:1). A
+// rebalance through `stickyd ctl` ends with every server within 5% of
+// 1000, having moved exactly what the plan needs (950, not 1000 or more),
+// and real clients follow their moved bindings.
+func TestRebalanceAfterScaleOut(t *testing.T) {
+	r := testenv.StartRedis(t)
+	s := newStack(t, stackOpts{brokers: 3, redisURL: r.URL, quiet: true})
+	// The stack's warm-up client holds a binding: gone, so the map is
+	// exactly the 3000.
+	code, b := s.api().do(http.MethodGet, "/v1/backends/mqtt/bindings?prefix=warmup", nil)
+	items, _ := b["items"].([]any)
+	for _, it := range items {
+		id := it.(map[string]any)["client_id"].(string)
+		if code, _ := s.api().do(http.MethodDelete, "/v1/backends/mqtt/bindings/"+id, nil); code != http.StatusNoContent {
+			t.Fatalf("evict %s: %d", id, code)
+		}
+	}
+	if code != 200 || len(items) != 1 {
+		t.Fatalf("warm-up bindings: %d %v", code, b)
+	}
+	var body strings.Builder
+	for i := range 3000 {
+		fmt.Fprintf(&body, `{"client_id":"rb-%04d","server":"n%d"}`+"\n", i, 1+i%2)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+s.apiAddr+"/v1/backends/mqtt/import", strings.NewReader(body.String()))
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || string(data) != `{"imported":3000,"skipped":0,"errors":[]}`+"\n" {
+		t.Fatalf("import: %d %s", res.StatusCode, data)
+	}
+	out, err := exec.Command(testenv.StickydBinary(t), "ctl", "--api", "http://"+s.apiAddr,
+		"servers", "rebalance", "--rate", "5000", "--tolerance", "0.05", "--wait").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ctl servers rebalance: %v\n%s", err, out)
+	}
+	last := strings.TrimSpace(string(out))
+	last = last[strings.LastIndex(last, "\n")+1:]
+	if !strings.HasPrefix(last, "Rebalance of mqtt: done, moved 950 of 950 planned, skipped 0, failed 0") {
+		t.Fatalf("ctl said:\n%s", out)
+	}
+	counts := map[string]int{}
+	var moved []string
+	for _, srv := range []string{"n1", "n2", "n3"} {
+		n := 0
+		cursor := ""
+		for {
+			q := url.Values{"server": {srv}, "prefix": {"rb-"}, "limit": {"1000"}}
+			if cursor != "" {
+				q.Set("cursor", cursor)
+			}
+			code, b := s.api().do(http.MethodGet, "/v1/backends/mqtt/bindings?"+q.Encode(), nil)
+			if code != 200 {
+				t.Fatalf("list: %d %v", code, b)
+			}
+			items, _ := b["items"].([]any)
+			n += len(items)
+			for _, it := range items {
+				if srv == "n3" && len(moved) < 20 {
+					moved = append(moved, it.(map[string]any)["client_id"].(string))
+				}
+			}
+			if cursor, _ = b["next_cursor"].(string); cursor == "" {
+				break
+			}
+		}
+		counts[srv] = n
+	}
+	t.Logf("after rebalance: %v", counts)
+	if counts["n1"]+counts["n2"]+counts["n3"] != 3000 || counts["n3"] != 950 || counts["n1"] > 1050 || counts["n2"] > 1050 {
+		t.Fatalf("counts %v: want n3=950 and n1, n2 <= 1050, 3000 in all", counts)
+	}
+	for id, node := range s.connectAll(moved) {
+		if node != "n3" {
+			t.Errorf("%s was moved to n3 but reached %s", id, node)
+		}
+	}
+	code, b = s.api().do(http.MethodGet, "/v1/audit?limit=5", nil)
+	items, _ = b["items"].([]any)
+	if code != 200 || len(items) == 0 || items[0].(map[string]any)["action"] != "rebalance" {
+		t.Fatalf("audit: %d %v", code, b)
+	}
 }
