@@ -51,6 +51,7 @@ func (s *Server) exportBindings(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
+	extendDeadlines(c)
 	// First page before the header, so a store failure is still an error.
 	page, err := s.store.List(ctx, b.Name, store.ListOptions{Limit: store.MaxListLimit})
 	if err != nil {
@@ -85,6 +86,15 @@ func (s *Server) exportBindings(c echo.Context) error {
 		}
 	}
 	return w.Flush()
+}
+
+// extendDeadlines lifts the server's 30 s read and write timeouts to
+// bulkTimeout for this one connection: a whole backend takes longer.
+func extendDeadlines(c echo.Context) {
+	rc := http.NewResponseController(c.Response())
+	dl := time.Now().Add(bulkTimeout)
+	_ = rc.SetReadDeadline(dl)
+	_ = rc.SetWriteDeadline(dl)
 }
 
 // importLine is one NDJSON line of an import: the export's fields.
@@ -123,6 +133,7 @@ func (s *Server) importBindings(c echo.Context) error {
 		return badRequest("mode must be claim or replace, got %q", truncate(mode, 32))
 	}
 	ctx := c.Request().Context()
+	extendDeadlines(c)
 	body := http.MaxBytesReader(c.Response(), c.Request().Body, maxImportBytes)
 	out := importJSON{Errors: []string{}}
 	sc := bufio.NewScanner(body)
