@@ -21,6 +21,8 @@ Usage:
   stickyd haproxy-config --config FILE --out DIR [--log-connections]
                                           write DIR/haproxy.cfg and its SPOE file
   stickyd check-config   --config FILE    validate a configuration file
+  stickyd import --config FILE --from-haproxy SOCKET --table TABLE [--backend NAME] [--dry-run]
+                                          adopt a running HAProxy stick table's bindings
   stickyd ctl COMMAND ...                 administer bindings and servers over the
                                           admin API (stickyd ctl help)
   stickyd version                         print the version
@@ -63,6 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return checkConfig(*configPath, stdout, stderr)
+	case "import": // its own flags
+		return importCmd(args, stdout, stderr)
 	case "ctl": // its own flags (not --config) and exit codes
 		return ctl.Run(args, stdout, stderr, os.Getenv)
 	case "version", "--version", "-version":

@@ -186,6 +186,7 @@ func (d *daemon) shutdown() {
 	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	d.ag.StopEvacuations()
+	d.ag.StopRebalances()
 	if err := d.spoe.Shutdown(sctx); err != nil && !errors.Is(err, context.Canceled) {
 		d.log.Warn("SPOE shutdown incomplete", "err", err)
 	}

@@ -75,6 +75,8 @@ type Agent struct {
 
 	evacMu      sync.Mutex
 	evacuations map[string]*evacuation
+	rebalMu     sync.Mutex
+	rebalances  map[string]*rebalance // by backend (rebalance.go)
 }
 
 // New builds an agent over a store for the configured backends.

@@ -14,8 +14,6 @@ package api
 
 import (
 	"context"
-	"crypto/sha256"
-	"crypto/subtle"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -23,7 +21,6 @@ import (
 	"net"
 	"net/http"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -62,6 +59,8 @@ type Options struct {
 	// every /v1 route. When empty, Config.APIToken is used, so forgetting
 	// to pass it cannot leave a configured API open.
 	Token string
+	// ReadToken grants GET on /v1 only; empty means Config.APIReadToken.
+	ReadToken string
 	// Middleware runs around every request, outermost (e.g. metrics).
 	Middleware []echo.MiddlewareFunc
 	// Metrics, when set, is served without auth at GET /metrics.
@@ -75,10 +74,12 @@ type Server struct {
 	agent  *agent.Agent
 	log    *slog.Logger
 	authOn bool
-	guard  *guard
-	echo   *echo.Echo
-	http   *http.Server
-	counts *countCache
+	// readToken is the read-only role's token ("" when there is none).
+	readToken string
+	guard     *guard
+	echo      *echo.Echo
+	http      *http.Server
+	counts    *countCache
 }
 
 // New builds the API over a store and the agent that shares it.
@@ -95,16 +96,23 @@ func New(opts Options) (*Server, error) {
 		token = opts.Config.APIToken
 	}
 	s := &Server{
-		cfg:    opts.Config,
-		store:  opts.Store,
-		agent:  opts.Agent,
-		log:    log,
-		authOn: token != "",
-		counts: newCountCache(opts.Agent, opts.Store, countTTL),
-		guard:  &guard{sameOrigin: token == ""},
+		cfg:       opts.Config,
+		store:     opts.Store,
+		agent:     opts.Agent,
+		log:       log,
+		authOn:    token != "",
+		readToken: opts.ReadToken,
+		counts:    newCountCache(opts.Agent, opts.Store, countTTL),
+		guard:     &guard{sameOrigin: token == ""},
 	}
 	s.guard.hostCheck.Store(token == "" || config.IsLoopback(opts.Config.APIListen))
 
+	if s.readToken == "" {
+		s.readToken = opts.Config.APIReadToken
+	}
+	if s.readToken != "" && !s.authOn {
+		return nil, errors.New("api: a read-only token needs the admin token (api_token) too")
+	}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	// v4 trusts X-Forwarded-For by default; the API sits behind no proxy.
@@ -143,13 +151,15 @@ func (s *Server) routes(e *echo.Echo, token string) {
 
 	// Middleware goes on each /v1 route rather than on a Group: a Group
 	// with middleware adds a catch-all that turns every 405 into a 404.
-	var mw []echo.MiddlewareFunc
+	var auth []echo.MiddlewareFunc
 	if token != "" {
-		mw = append(mw, bearerAuth(token))
+		auth = append(auth, authorize(token, s.readToken)) // roles.go
 	}
-	mw = append(mw, withTimeout(requestTimeout))
+	mw := append(append([]echo.MiddlewareFunc{}, auth...), withTimeout(requestTimeout))
 	v1 := func(method, path string, h echo.HandlerFunc) { e.Add(method, "/v1"+path, h, mw...) }
 	v1(http.MethodGet, "/readyz", s.readyDetail)
+	v1(http.MethodGet, "/whoami", s.whoami)
+	v1(http.MethodGet, "/audit", s.getAudit)
 	v1(http.MethodGet, "/backends", s.listBackends)
 	v1(http.MethodGet, "/backends/:backend", s.getBackend)
 	v1(http.MethodGet, "/backends/:backend/servers", s.listServers)
@@ -165,6 +175,8 @@ func (s *Server) routes(e *echo.Echo, token string) {
 	v1(http.MethodPut, "/backends/:backend/bindings/:client_id", s.putBinding)
 	v1(http.MethodDelete, "/backends/:backend/bindings/:client_id", s.deleteBinding)
 	v1(http.MethodGet, "/backends/:backend/placement/:client_id", s.placement)
+	s.bulkRoutes(e, auth) // export.go
+	s.rebalanceRoutes(v1) // rebalance.go
 }
 
 // Handler returns the API as an http.Handler (for tests and embedding).
@@ -213,24 +225,6 @@ func rawPath(next echo.HandlerFunc) echo.HandlerFunc {
 		u := c.Request().URL
 		u.RawPath = u.EscapedPath()
 		return next(c)
-	}
-}
-
-// bearerAuth requires "Authorization: Bearer <token>". Both sides are
-// hashed first so the comparison takes the same time whatever the lengths.
-func bearerAuth(token string) echo.MiddlewareFunc {
-	want := sha256.Sum256([]byte(token))
-	return func(next echo.HandlerFunc) echo.HandlerFunc {
-		return func(c echo.Context) error {
-			scheme, cred, _ := strings.Cut(c.Request().Header.Get(echo.HeaderAuthorization), " ")
-			got := sha256.Sum256([]byte(cred))
-			ok := subtle.ConstantTimeCompare(got[:], want[:]) == 1
-			if !strings.EqualFold(scheme, "Bearer") || !ok {
-				c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="stickyd"`)
-				return echo.NewHTTPError(http.StatusUnauthorized, "missing or invalid bearer token")
-			}
-			return next(c)
-		}
 	}
 }
 

@@ -160,6 +160,7 @@ func TestDashboardServing(t *testing.T) {
 		"/dashboard/":          "text/html; charset=utf-8",
 		"/dashboard/app.js":    "text/javascript; charset=utf-8",
 		"/dashboard/style.css": "text/css; charset=utf-8",
+		"/dashboard/ops.js":    "text/javascript; charset=utf-8",
 	}
 	bodies := map[string]string{}
 	for path, ctype := range files {
@@ -174,10 +175,10 @@ func TestDashboardServing(t *testing.T) {
 			bodies[path] = string(r.Body)
 		})
 	}
-	page, js, css := bodies["/dashboard/"], bodies["/dashboard/app.js"], bodies["/dashboard/style.css"]
+	page, js, css := bodies["/dashboard/"], bodies["/dashboard/app.js"]+bodies["/dashboard/ops.js"], bodies["/dashboard/style.css"]
 	// No inline script or handler, no style attribute: the CSP forbids them.
 	for _, tag := range regexp.MustCompile(`(?is)<script\b[^>]*>`).FindAllString(page, -1) {
-		if !strings.Contains(tag, `src="app.js"`) {
+		if !strings.Contains(tag, `src="app.js"`) && !strings.Contains(tag, `src="ops.js"`) {
 			t.Errorf("inline script: %s", tag)
 		}
 	}

@@ -65,6 +65,7 @@ func (s *Server) startEvacuation(c echo.Context) error {
 		return err
 	}
 	s.counts.invalidate(b.Name)
+	s.record(c, actEvacuate, b.Name, b.Servers[i].Name, nil, map[string]int{"rate": rate})
 	return c.JSON(http.StatusAccepted, toEvacuationJSON(st))
 }
 
@@ -90,5 +91,6 @@ func (s *Server) cancelEvacuation(c echo.Context) error {
 	if !ok {
 		return echo.NewHTTPError(http.StatusNotFound, "no evacuation of "+b.Servers[i].Name+" was started by this agent")
 	}
+	s.record(c, actEvacStop, b.Name, b.Servers[i].Name, nil, toEvacuationJSON(st))
 	return c.JSON(http.StatusOK, toEvacuationJSON(st))
 }

@@ -124,6 +124,11 @@ func (s *Server) drain(on bool) echo.HandlerFunc {
 		if err := s.store.SetDraining(ctx, b.Name, name, on); err != nil {
 			return fmt.Errorf("set draining of %s/%s: %w", b.Name, name, err)
 		}
+		act := actUndrain
+		if on {
+			act = actDrain
+		}
+		s.record(c, act, b.Name, name, nil, map[string]bool{"draining": on})
 		if err := s.agent.RefreshDraining(ctx); err != nil {
 			// The store holds the new state; Agent.Run catches up.
 			s.log.Warn("api: drain saved but not yet seen by this agent", "backend", b.Name, "server", name, "err", err)
@@ -193,6 +198,7 @@ func (s *Server) deleteByServer(c echo.Context) error {
 	if err != nil {
 		return fmt.Errorf("delete bindings of %s/%s: %w", b.Name, server, err)
 	}
+	s.record(c, actEvictServer, b.Name, server, nil, map[string]int{"deleted": n})
 	return c.JSON(http.StatusOK, struct {
 		Deleted int `json:"deleted"`
 	}{n})
@@ -240,10 +246,12 @@ func (s *Server) putBinding(c echo.Context) error {
 	if body.Pinned != nil {
 		bind.Pinned = *body.Pinned
 	}
+	before := s.auditBefore(c, b.Name, id)
 	if err := s.store.Put(c.Request().Context(), bind); err != nil {
 		return fmt.Errorf("put binding in %s: %w", b.Name, err)
 	}
 	s.counts.invalidate(b.Name)
+	s.record(c, actPin, b.Name, id, before, toBindingJSON(bind))
 	return c.JSON(http.StatusOK, toBindingJSON(bind))
 }
 
@@ -252,6 +260,7 @@ func (s *Server) deleteBinding(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	before := s.auditBefore(c, b.Name, id)
 	err = s.store.Delete(c.Request().Context(), b.Name, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return noBinding(b, id)
@@ -260,6 +269,7 @@ func (s *Server) deleteBinding(c echo.Context) error {
 		return fmt.Errorf("delete binding in %s: %w", b.Name, err)
 	}
 	s.counts.invalidate(b.Name)
+	s.record(c, actEvict, b.Name, id, before, nil)
 	return c.NoContent(http.StatusNoContent)
 }
 

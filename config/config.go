@@ -31,7 +31,11 @@ type Config struct {
 	APITokenFile string `yaml:"api_token_file"`
 	// APITokenFileMode is api_token_file's permission bits, read with it.
 	APITokenFileMode fs.FileMode `yaml:"-"`
-	RedisURL         string      `yaml:"redis_url"`
+	// APIReadToken grants GET on /v1 only (a read-only role); it needs
+	// APIToken, which keeps every right.
+	APIReadToken     string `yaml:"api_read_token"`
+	APIReadTokenFile string `yaml:"api_read_token_file"`
+	RedisURL         string `yaml:"redis_url"`
 	// RedisCacheSize is how many recent bindings each agent keeps in
 	// process when on Redis, kept coherent over pub/sub; 0 disables it.
 	RedisCacheSize int      `yaml:"redis_cache_size"`
@@ -269,18 +273,18 @@ var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
 // finish fills derived defaults and validates.
 func (c *Config) finish() error {
-	if c.APITokenFile != "" {
-		if c.APIToken != "" {
-			return &Error{Key: "api_token_file", Err: errors.New("set api_token or api_token_file, not both")}
-		}
-		b, mode, err := readTokenFile(c.APITokenFile)
-		if err != nil {
-			return &Error{Key: "api_token_file", Err: err}
-		}
-		c.APIToken, c.APITokenFileMode = strings.TrimSpace(string(b)), mode
-		if c.APIToken == "" {
-			return &Error{Key: "api_token_file", Err: errors.New("file is empty")}
-		}
+	if err := readTokenFile("api_token", c.APITokenFile, &c.APIToken, &c.APITokenFileMode); err != nil {
+		return err
+	}
+	var readMode fs.FileMode
+	if err := readTokenFile("api_read_token", c.APIReadTokenFile, &c.APIReadToken, &readMode); err != nil {
+		return err
+	}
+	switch {
+	case c.APIReadToken != "" && c.APIToken == "":
+		return &Error{Key: "api_read_token", Err: errors.New("needs api_token too: without it the API is open to writes")}
+	case c.APIReadToken != "" && c.APIReadToken == c.APIToken:
+		return &Error{Key: "api_read_token", Err: errors.New("must differ from api_token")}
 	}
 	if len(c.HAProxy.Agents) == 0 {
 		c.HAProxy.Agents = []string{c.SPOEListen}
@@ -302,19 +306,33 @@ func (c *Config) finish() error {
 	return c.Validate()
 }
 
-// readTokenFile reads the file and the mode of the same open file.
-func readTokenFile(path string) ([]byte, fs.FileMode, error) {
-	f, err := os.Open(path)
+// readTokenFile sets *dst (trimmed) and *mode from file when file is set;
+// the mode is read from the same open file.
+func readTokenFile(key, file string, dst *string, mode *fs.FileMode) error {
+	if file == "" {
+		return nil
+	}
+	if *dst != "" {
+		return &Error{Key: key + "_file", Err: fmt.Errorf("set %s or %s_file, not both", key, key)}
+	}
+	f, err := os.Open(file)
 	if err != nil {
-		return nil, 0, err
+		return &Error{Key: key + "_file", Err: err}
 	}
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {
-		return nil, 0, err
+		return &Error{Key: key + "_file", Err: err}
 	}
 	b, err := io.ReadAll(f)
-	return b, fi.Mode().Perm(), err
+	if err != nil {
+		return &Error{Key: key + "_file", Err: err}
+	}
+	*dst, *mode = strings.TrimSpace(string(b)), fi.Mode().Perm()
+	if *dst == "" {
+		return &Error{Key: key + "_file", Err: errors.New("file is empty")}
+	}
+	return nil
 }
 
 // TokenFileExposed reports whether api_token_file's mode lets its group

@@ -35,12 +35,17 @@ func (c *Config) validateListeners() error {
 			return &Error{Key: "api_listen", Err: err}
 		}
 	}
-	if n := len(c.APIToken); n > 0 && n < MinTokenBytes {
-		key := "api_token"
-		if c.APITokenFile != "" {
-			key = "api_token_file"
+	for _, t := range []struct{ key, file, token string }{
+		{"api_token", c.APITokenFile, c.APIToken},
+		{"api_read_token", c.APIReadTokenFile, c.APIReadToken},
+	} {
+		if n := len(t.token); n > 0 && n < MinTokenBytes {
+			key := t.key
+			if t.file != "" {
+				key += "_file"
+			}
+			return &Error{Key: key, Err: fmt.Errorf("the token is %d bytes, want at least %d (e.g. openssl rand -hex 32)", n, MinTokenBytes)}
 		}
-		return &Error{Key: key, Err: fmt.Errorf("the token is %d bytes, want at least %d (e.g. openssl rand -hex 32)", n, MinTokenBytes)}
 	}
 	return nil
 }

@@ -49,11 +49,18 @@ Bindings (which broker a client id goes to):
   bindings pin    ID --server S [--ttl 10m|0] [--unpinned]
   bindings evict  ID
   bindings evict  --server S --yes        evict every binding of server S
+  bindings export [--out FILE]            every binding as NDJSON (default stdout)
+  bindings import FILE|- [--mode claim|replace]
+                                          load an export; claim never overwrites
 
 Servers:
   servers list
   servers drain   NAME                    no new clients on NAME
   servers undrain NAME
+  servers evacuate NAME [--rate N] [--wait] [--status|--cancel]
+                                          drain NAME and move its bindings away
+  servers rebalance [--rate N] [--tolerance 0.05] [--wait] [--status|--cancel]
+                                          even out bindings by weight (after adding a server)
 
 Every command takes --backend B, which defaults to the only backend when
 there is just one. Flags may come before or after the command; an ID that
@@ -106,11 +113,17 @@ var commands = map[string]map[string]command{
 		"get":   {(*cli).bindingsGet},
 		"pin":   {(*cli).bindingsPin},
 		"evict": {(*cli).bindingsEvict},
+		// export.go
+		"export": {(*cli).bindingsExport},
+		"import": {(*cli).bindingsImport},
 	},
 	"servers": {
 		"list":    {(*cli).serversList},
 		"drain":   {func(c *cli, args []string) error { return c.serversDrain(args, true) }},
 		"undrain": {func(c *cli, args []string) error { return c.serversDrain(args, false) }},
+		// rebalance.go
+		"evacuate":  {(*cli).serversEvacuate},
+		"rebalance": {(*cli).serversRebalance},
 	},
 }
 
@@ -171,7 +184,7 @@ func (c *cli) dispatch(args []string) error {
 func subcommands(cmds map[string]command) string {
 	// Fixed order, as in the usage text.
 	var out []string
-	for _, n := range []string{"list", "get", "pin", "evict", "drain", "undrain"} {
+	for _, n := range []string{"list", "get", "pin", "evict", "export", "import", "drain", "undrain", "evacuate", "rebalance"} {
 		if _, ok := cmds[n]; ok {
 			out = append(out, n)
 		}

@@ -97,6 +97,12 @@ type Store interface {
 	// Draining returns the servers of a backend that are draining.
 	Draining(ctx context.Context, backend string) (map[string]bool, error)
 
+	// AppendAudit records one administrative change; the store keeps the
+	// latest MaxAuditEntries, shared by every agent (audit.go).
+	AppendAudit(ctx context.Context, e AuditEntry) error
+	// Audit returns up to limit entries, newest first.
+	Audit(ctx context.Context, limit int) ([]AuditEntry, error)
+
 	// Ping reports whether the store answers.
 	Ping(ctx context.Context) error
 	Close() error

@@ -63,6 +63,8 @@ type Store struct {
 	stop      chan struct{}
 	done      chan struct{}
 	started   atomic.Bool
+
+	audit auditLog // audit.go
 }
 
 var _ store.Store = (*Store)(nil)
