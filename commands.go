@@ -99,8 +99,17 @@ func serve(path string, stderr io.Writer) int {
 	if st.Stats().Cache != nil {
 		mx.RegisterStoreCache(func() store.CacheStats { return *st.Stats().Cache })
 	}
+	raw := st
 	st = metrics.InstrumentStore(st, mx) // the agent and the API both see it
 	opts := agent.Options{ObserveDecision: mx.ObserveDecision}
+	coherence, err := startCoherence(ctx, &cfg, raw, log)
+	if err != nil {
+		log.Error("bad haproxy.stats_socket", "err", err)
+		return 1
+	}
+	if coherence != nil {
+		st = coherence.Wrap(st)
+	}
 	if cfg.HAProxy.StatsSocket != "" {
 		// HAProxy's own drain is invisible to srv_is_up: read it from the
 		// Runtime API this agent's HAProxy exposes.

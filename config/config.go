@@ -90,6 +90,25 @@ type HAProxy struct {
 	// not stop HAProxy from starting. Empty: the C library resolves each
 	// hostname once, at startup, and an unknown name is a fatal error.
 	Resolvers []string `yaml:"resolvers"`
+	// LocalFresh is how long HAProxy routes a reconnect from its own table
+	// of the agent's answers without asking the agent. Capped at half the
+	// ttl (LocalFreshWindow), so a client that keeps reconnecting still
+	// reaches the agent often enough to refresh its binding. 0 turns the
+	// fast path off; the table still answers while the agent is down.
+	LocalFresh Duration `yaml:"local_fresh"`
+	// LocalSize is how many entries that table holds (the oldest are
+	// dropped first).
+	LocalSize int `yaml:"local_size"`
+}
+
+// LocalFreshWindow is the freshness window in force: haproxy.local_fresh,
+// capped at half the ttl.
+func (c *Config) LocalFreshWindow() time.Duration {
+	f := c.HAProxy.LocalFresh.D()
+	if c.TTL > 0 && f > c.TTL.D()/2 {
+		f = c.TTL.D() / 2
+	}
+	return f
 }
 
 // ResolvConf, as an entry of haproxy.resolvers, reads the nameservers of
@@ -119,6 +138,8 @@ func Default() Config {
 			InspectDelay:      Duration(5 * time.Second),
 			CheckInterval:     Duration(2 * time.Second),
 			TimeoutClient:     Duration(5 * time.Minute),
+			LocalFresh:        Duration(10 * time.Second),
+			LocalSize:         1000000,
 		},
 	}
 }

@@ -165,6 +165,12 @@ func (c *Config) validateHAProxy() error {
 	if c.HAProxy.TimeoutClient <= c.HAProxy.InspectDelay {
 		return &Error{Key: "haproxy.timeout_client", Err: errors.New("must exceed haproxy.inspect_delay")}
 	}
+	if c.HAProxy.LocalFresh < 0 {
+		return &Error{Key: "haproxy.local_fresh", Err: errors.New("must not be negative (0 turns the fast path off)")}
+	}
+	if c.HAProxy.LocalSize < 1 {
+		return &Error{Key: "haproxy.local_size", Err: fmt.Errorf("%d: want at least 1", c.HAProxy.LocalSize)}
+	}
 	if c.HAProxy.Maxconn < 0 {
 		return &Error{Key: "haproxy.maxconn", Err: errors.New("must not be negative")}
 	}
