@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"log/slog"
+	"net"
+	"os"
 	"time"
 
 	"github.com/stickyd/stickyd/agent"
@@ -40,4 +42,17 @@ func startCoherence(ctx context.Context, cfg *config.Config, raw store.Store, lo
 	}
 	go co.Run(ctx)
 	return co, nil
+}
+
+// listenSPOE listens on host:port, or on a unix socket for unix@/path
+// (a stale socket file left by a killed agent is replaced).
+func listenSPOE(addr string) (net.Listener, error) {
+	path := config.UnixPath(addr)
+	if path == "" {
+		return net.Listen("tcp", addr)
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		_ = os.Remove(path)
+	}
+	return net.Listen("unix", path)
 }

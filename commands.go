@@ -131,7 +131,7 @@ func serve(path string, stderr io.Writer) int {
 	mx.RegisterAgent(ag)
 	go mx.RunBindingsRefresher(agentCtx, st, ag.Backends(), metrics.DefaultBindingsInterval, metrics.DefaultBindingsTimeout)
 
-	spoeL, err := net.Listen("tcp", cfg.SPOEListen)
+	spoeL, err := listenSPOE(cfg.SPOEListen)
 	if err != nil {
 		log.Error("cannot listen for SPOE", "addr", cfg.SPOEListen, "err", err)
 		return 1

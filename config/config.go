@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -318,6 +319,31 @@ func (c *Config) finish() error {
 		}
 	}
 	return c.Validate()
+}
+
+// UnixPrefix starts a unix socket address, in HAProxy's syntax
+// (unix@/run/stickyd/spoe.sock): for an agent on HAProxy's host, it costs
+// HAProxy less per exchange than TCP over loopback.
+const UnixPrefix = "unix@"
+
+// UnixPath returns the socket path of a unix@ address, or "" for host:port.
+func UnixPath(addr string) string {
+	p, ok := strings.CutPrefix(addr, UnixPrefix)
+	if !ok {
+		return ""
+	}
+	return p
+}
+
+// checkListen accepts host:port or unix@/absolute/path.
+func checkListen(s string) error {
+	if strings.HasPrefix(s, UnixPrefix) {
+		if p := UnixPath(s); !filepath.IsAbs(p) || len(p) > 107 {
+			return fmt.Errorf("%q: want unix@ and an absolute path of at most 107 bytes", s)
+		}
+		return nil
+	}
+	return checkHostPort(s)
 }
 
 func checkHostPort(s string) error {

@@ -27,7 +27,7 @@ func (c *Config) Validate() error {
 }
 
 func (c *Config) validateListeners() error {
-	if err := checkHostPort(c.SPOEListen); err != nil {
+	if err := checkListen(c.SPOEListen); err != nil {
 		return &Error{Key: "spoe_listen", Err: err}
 	}
 	if c.APIListen != "" {
@@ -149,7 +149,7 @@ func (c *Config) validateHAProxy() error {
 		return &Error{Key: "haproxy.bind", Err: err}
 	}
 	for i, a := range c.HAProxy.Agents {
-		if err := checkHostPort(a); err != nil {
+		if err := checkListen(a); err != nil {
 			return &Error{Key: fmt.Sprintf("haproxy.agents[%d]", i), Err: err}
 		}
 	}

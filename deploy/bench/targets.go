@@ -76,7 +76,9 @@ func parseKinds(list string) ([]kind, error) {
 	return out, nil
 }
 
-func (k kind) stickyd() bool { return k == kindMemory || k == kindRedis || k == kindMemoryNoFast || k == kindRedisNoFast }
+func (k kind) stickyd() bool {
+	return k == kindMemory || k == kindRedis || k == kindMemoryNoFast || k == kindRedisNoFast
+}
 
 // backendName is the HAProxy backend (and stickyd backend) every target uses.
 const backendName = "mqtt"

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -250,4 +252,36 @@ func TestRestartsDuringStormMoveNobody(t *testing.T) {
 		}
 	}
 	t.Logf("storm: %d connections through agent, Redis and HAProxy restarts: 0 failed, 0 moved", total)
+}
+
+// spoe_listen: unix@/path: the generated configuration reaches the agent
+// over the unix socket, every new client is decided by it, and a killed
+// agent's stale socket file does not stop the next one from listening.
+func TestSPOEOverUnixSocket(t *testing.T) {
+	s := newStack(t, stackOpts{unixSPOE: true, extra: "  local_fresh: 0s\n"})
+	cfg, err := os.ReadFile(filepath.Join(s.dir, "haproxy", haproxy.ConfigFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "server agent1 " + s.spoeAddr + " check"; !strings.Contains(string(cfg), want) {
+		t.Fatalf("no %q in the generated configuration", want)
+	}
+	check := func(prefix string) {
+		t.Helper()
+		clients := ids(prefix, 20)
+		first := s.connectAll(clients)
+		for id, n := range s.connectAll(clients) {
+			if n != first[id] {
+				t.Fatalf("%s: %s then %s", id, first[id], n)
+			}
+			if !strings.Contains(s.haproxy.Proc.Output(), "key="+id+" agent="+n) {
+				t.Fatalf("the agent did not decide %s", id)
+			}
+		}
+	}
+	check("unix")
+	s.stickyd.Kill()
+	s.startStickyd()
+	s.waitAgentUsed()
+	check("unix-again")
 }
