@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -52,18 +53,25 @@ func (d *genData) TableSize() int { return d.Cfg.HAProxy.LocalSize }
 // ClearTableKey removes one client's entry from a backend's table, so the
 // next connect asks the agent. An absent entry is not an error.
 func (r *RuntimeAPI) ClearTableKey(ctx context.Context, backend string, clientKey []byte) error {
-	return r.clearTable(ctx, backend, "key "+TableKey(clientKey))
+	return r.clearBoth(ctx, backend, "key "+TableKey(clientKey))
+}
+
+// clearBoth clears the agent's answers and the hash fallback's choices
+// (which the agent would otherwise adopt for a client it has no binding
+// for).
+func (r *RuntimeAPI) clearBoth(ctx context.Context, backend, filter string) error {
+	return errors.Join(r.clearTable(ctx, backend, filter), r.clearTable(ctx, backend+FallbackSuffix, filter))
 }
 
 // ClearTableServer removes every entry of a backend's table that names one
 // server (by its id, its position in the backend from 1).
 func (r *RuntimeAPI) ClearTableServer(ctx context.Context, backend string, serverID int) error {
-	return r.clearTable(ctx, backend, "data.server_id eq "+strconv.Itoa(serverID))
+	return r.clearBoth(ctx, backend, "data.server_id eq "+strconv.Itoa(serverID))
 }
 
 // ClearTable empties a backend's table.
 func (r *RuntimeAPI) ClearTable(ctx context.Context, backend string) error {
-	return r.clearTable(ctx, backend, "")
+	return r.clearBoth(ctx, backend, "")
 }
 
 func (r *RuntimeAPI) clearTable(ctx context.Context, backend, filter string) error {

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -284,4 +285,34 @@ func TestSPOEOverUnixSocket(t *testing.T) {
 	s.startStickyd()
 	s.waitAgentUsed()
 	check("unix-again")
+}
+
+// The agent (memory store) returns after an outage with no bindings:
+// clients HAProxy routed meanwhile, by its table or by the hash fallback,
+// keep their node, because the agent adopts the server HAProxy sends as
+// "seen" instead of placing them by rendezvous.
+func TestAgentReturnsAndAdoptsHAProxysPlacements(t *testing.T) {
+	s := newStack(t, stackOpts{extra: "  local_fresh: 0s\n"})
+	bound := s.connectAll(ids("adopt-bound", 60))
+	s.stickyd.Kill()
+	testenv.Eventually(t, 10*time.Second, func() error { // HAProxy's check
+		if !strings.Contains(s.haproxy.Proc.Output(), "stickyd_agents/agent1 is DOWN") {
+			return fmt.Errorf("agent not marked down yet")
+		}
+		return nil
+	})
+	fallback := s.connectAll(ids("adopt-new", 60))
+	s.startStickyd()
+	s.waitAgentUsed()
+	c := s.api()
+	for _, want := range []map[string]string{bound, fallback} {
+		for id, n := range s.connectAll(slices.Collect(maps.Keys(want))) {
+			if n != want[id] {
+				t.Fatalf("%s moved from %s to %s when the agent returned", id, want[id], n)
+			}
+			if code, b := c.do("GET", "/v1/backends/mqtt/bindings/"+id, nil); code != http.StatusOK || b["server"] != want[id] {
+				t.Fatalf("binding of %s: %d %v, want %s", id, code, b, want[id])
+			}
+		}
+	}
 }
