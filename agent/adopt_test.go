@@ -43,7 +43,10 @@ func TestNewClientAdoptsWhereHAProxySentIt(t *testing.T) {
 				if err := a.RefreshDraining(ctx); err != nil {
 					t.Fatal(err)
 				}
-				defer func() { _ = st.SetDraining(ctx, "mqtt", a.Backend("mqtt").Servers[s].Name, false); _ = a.RefreshDraining(ctx) }()
+				defer func() {
+					_ = st.SetDraining(ctx, "mqtt", a.Backend("mqtt").Servers[s].Name, false)
+					_ = a.RefreshDraining(ctx)
+				}()
 			}
 			q.SetSeen(s)
 			d := a.Decide(ctx, q)
