@@ -45,7 +45,8 @@ func startCoherence(ctx context.Context, cfg *config.Config, raw store.Store, lo
 }
 
 // listenSPOE listens on host:port, or on a unix socket for unix@/path
-// (a stale socket file left by a killed agent is replaced).
+// (a stale socket file left by a killed agent is replaced; the socket is
+// made 0660, for an HAProxy of the same user or group).
 func listenSPOE(addr string) (net.Listener, error) {
 	path := config.UnixPath(addr)
 	if path == "" {
@@ -54,5 +55,14 @@ func listenSPOE(addr string) (net.Listener, error) {
 	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
 		_ = os.Remove(path)
 	}
-	return net.Listen("unix", path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	// HAProxy must be able to connect: its user, or a group it shares.
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
 }
