@@ -68,6 +68,9 @@ type daemon struct {
 	spoeL net.Listener
 	admin *api.Server
 	apiL  net.Listener
+	// coherence clears HAProxy's table entries the store's changes make
+	// stale; nil without a stats socket.
+	coherence *agent.Coherence
 }
 
 // newDaemon opens the store and listeners and builds every component;
@@ -88,12 +91,19 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *da
 		st := d.st
 		d.mx.RegisterStoreCache(func() store.CacheStats { return *st.Stats().Cache })
 	}
+	raw := d.st
 	d.st = metrics.InstrumentStore(d.st, d.mx) // the agent and the API both see it
+	if d.coherence, err = newCoherence(cfg, raw, log); err != nil {
+		return nil, fmt.Errorf("haproxy.stats_socket: %w", err)
+	}
+	if d.coherence != nil {
+		d.st = d.coherence.Wrap(d.st)
+	}
 	if d.ag, err = newAgent(cfg, d.st, log, d.mx); err != nil {
 		return nil, err
 	}
 	d.mx.RegisterAgent(d.ag)
-	if d.spoeL, err = net.Listen("tcp", cfg.SPOEListen); err != nil {
+	if d.spoeL, err = listenSPOE(cfg.SPOEListen); err != nil {
 		return nil, fmt.Errorf("listen for SPOE on %s: %w", cfg.SPOEListen, err)
 	}
 	d.spoe = spoe.NewServer(d.ag, log, cfg.MaxFrameSize)
@@ -150,6 +160,9 @@ func (d *daemon) run(ctx context.Context) int {
 	errc := make(chan error, 2)
 	goTracked := func(f func()) { wg.Add(1); go func() { defer wg.Done(); f() }() }
 	goTracked(func() { d.ag.Run(bg) })
+	if d.coherence != nil {
+		goTracked(func() { d.coherence.Run(bg) })
+	}
 	goTracked(func() {
 		d.mx.RunBindingsRefresher(bg, d.st, d.ag.Backends(), metrics.DefaultBindingsInterval, metrics.DefaultBindingsTimeout)
 	})

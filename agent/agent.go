@@ -186,6 +186,11 @@ func (a *Agent) prepare(q *Query) (p plan, d Decision, done bool) {
 	if choice < 0 {
 		return p, Decision{Outcome: OutcomeNoServer}, true
 	}
+	// Where HAProxy already sent the client (its table, or its hash while
+	// the agent was down): a new binding adopts it rather than moving it.
+	if s := q.seen - 1; s >= 0 && s < len(b.Servers) && q.isUp(s) && !draining.get(s) {
+		choice = s
+	}
 	ttl := a.ttl
 	if ttl > 0 && q.SessionExpiry > ttl {
 		ttl = q.SessionExpiry

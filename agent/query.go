@@ -59,6 +59,17 @@ type Query struct {
 	SessionExpiry time.Duration
 
 	up, known bitset
+	seen      int // index + 1 of the server HAProxy last routed to; 0: none
+}
+
+// SetSeen records the server (index i) HAProxy's own table routed this
+// client to, while the agent was down or before it lost its bindings. A
+// client with no binding adopts it if eligible, instead of being moved by
+// rendezvous.
+func (q *Query) SetSeen(i int) {
+	if i >= 0 && i < MaxServers {
+		q.seen = i + 1
+	}
 }
 
 // SetUp records HAProxy's view of the server at index i (see

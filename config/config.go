@@ -14,6 +14,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -97,6 +98,25 @@ type HAProxy struct {
 	// not stop HAProxy from starting. Empty: the C library resolves each
 	// hostname once, at startup, and an unknown name is a fatal error.
 	Resolvers []string `yaml:"resolvers"`
+	// LocalFresh is how long HAProxy routes a reconnect from its own table
+	// of the agent's answers without asking the agent. Capped at half the
+	// ttl (LocalFreshWindow), so a client that keeps reconnecting still
+	// reaches the agent often enough to refresh its binding. 0 turns the
+	// fast path off; the table still answers while the agent is down.
+	LocalFresh Duration `yaml:"local_fresh"`
+	// LocalSize is how many entries that table holds (the oldest are
+	// dropped first).
+	LocalSize int `yaml:"local_size"`
+}
+
+// LocalFreshWindow is the freshness window in force: haproxy.local_fresh,
+// capped at half the ttl.
+func (c *Config) LocalFreshWindow() time.Duration {
+	f := c.HAProxy.LocalFresh.D()
+	if c.TTL > 0 && f > c.TTL.D()/2 {
+		f = c.TTL.D() / 2
+	}
+	return f
 }
 
 // ResolvConf, as an entry of haproxy.resolvers, reads the nameservers of
@@ -126,6 +146,8 @@ func Default() Config {
 			InspectDelay:      Duration(5 * time.Second),
 			CheckInterval:     Duration(2 * time.Second),
 			TimeoutClient:     Duration(5 * time.Minute),
+			LocalFresh:        Duration(10 * time.Second),
+			LocalSize:         1000000,
 		},
 	}
 }
@@ -339,6 +361,31 @@ func readTokenFile(key, file string, dst *string, mode *fs.FileMode) error {
 // or others read or write it (serve and check-config warn).
 func (c *Config) TokenFileExposed() bool {
 	return c.APITokenFile != "" && c.APITokenFileMode&0o077 != 0
+}
+
+// UnixPrefix starts a unix socket address, in HAProxy's syntax
+// (unix@/run/stickyd/spoe.sock): for an agent on HAProxy's host, it costs
+// HAProxy less per exchange than TCP over loopback.
+const UnixPrefix = "unix@"
+
+// UnixPath returns the socket path of a unix@ address, or "" for host:port.
+func UnixPath(addr string) string {
+	p, ok := strings.CutPrefix(addr, UnixPrefix)
+	if !ok {
+		return ""
+	}
+	return p
+}
+
+// checkListen accepts host:port or unix@/absolute/path.
+func checkListen(s string) error {
+	if strings.HasPrefix(s, UnixPrefix) {
+		if p := UnixPath(s); !filepath.IsAbs(p) || len(p) > 107 {
+			return fmt.Errorf("%q: want unix@ and an absolute path of at most 107 bytes", s)
+		}
+		return nil
+	}
+	return checkHostPort(s)
 }
 
 func checkHostPort(s string) error {

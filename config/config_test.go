@@ -65,6 +65,8 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{"unix without path", strings.Replace(example, `redis_url: ""`, `redis_url: "unix://"`, 1), "redis_url: bad URL: empty unix socket path"},
 		{"store timeout above processing", example + "store_timeout: 1s\n", "store_timeout"},
 		{"two documents", example + "---\nttl: 1m\n", "more than one YAML document"},
+		{"relative unix spoe_listen", strings.Replace(example, "\nspoe_listen: 127.0.0.1:12345\n", "\nspoe_listen: unix@spoe.sock\n", 1), "spoe_listen"},
+		{"negative local_fresh", strings.Replace(example, "haproxy:\n", "haproxy:\n  local_fresh: -1s\n", 1), "haproxy.local_fresh"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -95,6 +97,24 @@ func TestEnvOverrides(t *testing.T) {
 	_, err = Parse(strings.NewReader(example), envOf(map[string]string{"STICKYD_TTL": "later"}))
 	if err == nil || !strings.Contains(err.Error(), "STICKYD_TTL") {
 		t.Fatalf("bad env value should name the variable: %v", err)
+	}
+}
+
+func TestUnixSPOEAndFreshWindow(t *testing.T) {
+	cfg, err := Parse(strings.NewReader(strings.Replace(example, "\nspoe_listen: 127.0.0.1:12345\n", "\nspoe_listen: unix@/run/stickyd/spoe.sock\n", 1)), noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if UnixPath(cfg.SPOEListen) != "/run/stickyd/spoe.sock" || UnixPath("127.0.0.1:1") != "" {
+		t.Fatalf("spoe_listen %q", cfg.SPOEListen)
+	}
+	for _, c := range []struct {
+		ttl, fresh, want time.Duration
+	}{{30 * time.Minute, 10 * time.Second, 10 * time.Second}, {4 * time.Second, 10 * time.Second, 2 * time.Second}, {0, time.Hour, time.Hour}} {
+		cfg.TTL, cfg.HAProxy.LocalFresh = Duration(c.ttl), Duration(c.fresh)
+		if got := cfg.LocalFreshWindow(); got != c.want {
+			t.Errorf("ttl %v, local_fresh %v: window %v, want %v", c.ttl, c.fresh, got, c.want)
+		}
 	}
 }
 

@@ -27,7 +27,7 @@ func (c *Config) Validate() error {
 }
 
 func (c *Config) validateListeners() error {
-	if err := checkHostPort(c.SPOEListen); err != nil {
+	if err := checkListen(c.SPOEListen); err != nil {
 		return &Error{Key: "spoe_listen", Err: err}
 	}
 	if c.APIListen != "" {
@@ -165,7 +165,7 @@ func (c *Config) validateHAProxy() error {
 		return &Error{Key: "haproxy.bind", Err: err}
 	}
 	for i, a := range c.HAProxy.Agents {
-		if err := checkHostPort(a); err != nil {
+		if err := checkListen(a); err != nil {
 			return &Error{Key: fmt.Sprintf("haproxy.agents[%d]", i), Err: err}
 		}
 	}
@@ -180,6 +180,12 @@ func (c *Config) validateHAProxy() error {
 	}
 	if c.HAProxy.TimeoutClient <= c.HAProxy.InspectDelay {
 		return &Error{Key: "haproxy.timeout_client", Err: errors.New("must exceed haproxy.inspect_delay")}
+	}
+	if c.HAProxy.LocalFresh < 0 {
+		return &Error{Key: "haproxy.local_fresh", Err: errors.New("must not be negative (0 turns the fast path off)")}
+	}
+	if c.HAProxy.LocalSize < 1 {
+		return &Error{Key: "haproxy.local_size", Err: fmt.Errorf("%d: want at least 1", c.HAProxy.LocalSize)}
 	}
 	if c.HAProxy.Maxconn < 0 {
 		return &Error{Key: "haproxy.maxconn", Err: errors.New("must not be negative")}

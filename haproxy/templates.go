@@ -24,6 +24,8 @@ var funcs = template.FuncMap{
 		return "client_identifier"
 	},
 	"join": strings.Join,
+	// A unix socket agent needs no name resolution.
+	"isUnix": func(a string) bool { return config.UnixPath(a) != "" },
 }
 
 // mainLayout orders the sections of haproxy.cfg.

@@ -34,6 +34,9 @@ const (
 	argUsername      = "username"
 	argSessionExpiry = "session_expiry"
 	argUpPrefix      = "up_"
+	// argSeen is the server HAProxy's own tables hold for the client (its
+	// HAProxy id, the position in the backend from 1; 0 for none).
+	argSeen = "seen"
 )
 
 // Decider is what the adapter needs from the agent.

@@ -31,7 +31,7 @@ func (b *bench) alone(ctx context.Context) ([]aloneResult, error) {
 			continue
 		}
 		pids := map[string]int{"stickyd": t.agent.pid()}
-		if t.kind == kindRedis {
+		if t.kind.redis() {
 			pids["redis"] = b.redis.pid()
 		}
 		before, err := cpuTimes(pids)

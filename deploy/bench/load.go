@@ -189,7 +189,7 @@ func (b *bench) pids(t *target) map[string]int {
 	if t.agent != nil {
 		m["stickyd"] = t.agent.pid()
 	}
-	if t.kind == kindRedis {
+	if t.kind.redis() {
 		m["redis"] = b.redis.pid()
 	}
 	return m

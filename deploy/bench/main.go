@@ -54,7 +54,7 @@ func run() int {
 	flag.IntVar(&o.scale, "scale", 1_000_000, "bindings for the memory-at-scale measures (0: skip)")
 	flag.StringVar(&o.out, "out", "bin/bench-results.md", "where to write the Markdown results")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (configurations and logs)")
-	configs := flag.String("configs", "native,memory,redis,roundrobin", "configurations to run (ratios need native)")
+	configs := flag.String("configs", "native,memory,redis,roundrobin,memory-nofast,redis-nofast", "configurations to run (ratios need native)")
 	flag.Parse()
 	var err error
 	if o.kinds, err = parseKinds(*configs); err != nil {

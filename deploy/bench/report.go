@@ -146,7 +146,7 @@ func (r *report) markdown() string {
 		fmt.Fprintln(&b, "|---|---:|---:|---:|")
 		for _, a := range r.alone {
 			redis := "–"
-			if a.kind == kindRedis {
+			if a.kind.redis() {
 				redis = fmt.Sprintf("%.1f", us(a.redisCPU))
 			}
 			fmt.Fprintf(&b, "| %s | %.0f | %.1f | %s |\n", a.kind, a.rate, us(a.agentCPU), redis)

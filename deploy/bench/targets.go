@@ -33,23 +33,41 @@ const (
 	kindMemory
 	kindRedis
 	kindRoundRobin
+	// The same two with haproxy.local_fresh 0: every connect asks the
+	// agent, so the cost of the SPOE path stays visible.
+	kindMemoryNoFast
+	kindRedisNoFast
 )
 
-var kinds = []kind{kindNative, kindMemory, kindRedis, kindRoundRobin}
+var kinds = []kind{kindNative, kindMemory, kindRedis, kindRoundRobin, kindMemoryNoFast, kindRedisNoFast}
 
 func (k kind) String() string {
-	return [...]string{"native stick table", "stickyd + memory", "stickyd + Redis", "round robin"}[k]
+	return [...]string{"native stick table", "stickyd + memory", "stickyd + Redis", "round robin",
+		"stickyd + memory, no fast path", "stickyd + Redis, no fast path"}[k]
 }
 
 // slug names the target's files.
-func (k kind) slug() string { return [...]string{"native", "memory", "redis", "roundrobin"}[k] }
+func (k kind) slug() string {
+	return [...]string{"native", "memory", "redis", "roundrobin", "memory-nofast", "redis-nofast"}[k]
+}
+
+// redis reports whether the target's agent runs on Redis.
+func (k kind) redis() bool { return k == kindRedis || k == kindRedisNoFast }
+
+// localFresh is the target's haproxy.local_fresh.
+func (k kind) localFresh() string {
+	if k == kindMemoryNoFast || k == kindRedisNoFast {
+		return "0s"
+	}
+	return "10s"
+}
 
 func parseKinds(list string) ([]kind, error) {
 	var out []kind
 	for _, name := range strings.Split(list, ",") {
 		i := slices.IndexFunc(kinds, func(k kind) bool { return k.slug() == strings.TrimSpace(name) })
 		if i < 0 {
-			return nil, fmt.Errorf("unknown configuration %q (want native, memory, redis, roundrobin)", name)
+			return nil, fmt.Errorf("unknown configuration %q (want native, memory, redis, roundrobin, memory-nofast, redis-nofast)", name)
 		}
 		if !slices.Contains(out, kinds[i]) {
 			out = append(out, kinds[i])
@@ -58,7 +76,9 @@ func parseKinds(list string) ([]kind, error) {
 	return out, nil
 }
 
-func (k kind) stickyd() bool { return k == kindMemory || k == kindRedis }
+func (k kind) stickyd() bool {
+	return k == kindMemory || k == kindRedis || k == kindMemoryNoFast || k == kindRedisNoFast
+}
 
 // backendName is the HAProxy backend (and stickyd backend) every target uses.
 const backendName = "mqtt"
@@ -113,6 +133,7 @@ backends:
 {{- end}}
 haproxy:
   bind: "{{.Front}}"
+  local_fresh: {{.LocalFresh}}
 `))
 
 // brokerView is what the templates need of a broker.
@@ -172,8 +193,8 @@ func (b *bench) startAgent(ctx context.Context, t *target, dir string, data map[
 	if t.api, err = freeAddr(); err != nil {
 		return err
 	}
-	data["SPOE"], data["API"], data["Redis"] = t.spoe, t.api, ""
-	if t.kind == kindRedis {
+	data["SPOE"], data["API"], data["Redis"], data["LocalFresh"] = t.spoe, t.api, "", t.kind.localFresh()
+	if t.kind.redis() {
 		data["Redis"] = "redis://" + b.redisAddr + "/0"
 	}
 	yml := filepath.Join(dir, "stickyd.yaml")

@@ -101,13 +101,19 @@ func TestOddClientIDsAndMQTT5(t *testing.T) {
 	}
 }
 
-// With stickyd stopped, every client still connects, and each id keeps
+// With stickyd stopped, every client still connects: those HAProxy has seen
+// go where the agent had sent them (its table), and each new id keeps
 // reaching one node (HAProxy's consistent-hash fallback).
 func TestFailOpenWhenAgentStops(t *testing.T) {
 	s := newStack(t, stackOpts{})
-	clients := ids("open", 60)
-	s.connectAll(clients)
+	bound := s.connectAll(ids("seen", 60))
 	s.stickyd.Stop()
+	for id, n := range s.connectAll(ids("seen", 60)) {
+		if n != bound[id] {
+			t.Fatalf("agent down: bound client %s moved from %s to %s", id, bound[id], n)
+		}
+	}
+	clients := ids("open", 60)
 	start := time.Now()
 	first := s.connectAll(clients)
 	for i := 0; i < 2; i++ {
@@ -239,7 +245,7 @@ func TestDefaultConfigLogsSPOEErrorsOnly(t *testing.T) {
 		t.Fatalf("successful SPOE exchanges were logged:\n%s", out)
 	}
 	s.stickyd.Stop()
-	s.connectAll(clients) // fail open: every client connects
+	s.connectAll(ids("quiet-new", 50)) // fail open: every client connects
 	testenv.Eventually(t, 10*time.Second, func() error {
 		if !strings.Contains(s.haproxy.Proc.Output(), "SPOE: [stickyd-agent]") {
 			return fmt.Errorf("no SPOE error logged with the agent down")

@@ -84,6 +84,9 @@ type cache struct {
 	done bool
 
 	hits, misses, invalidations, refreshCount, refreshErrors, resets atomic.Uint64
+
+	// onChange, when set, hears every invalidation (SetOnChange).
+	onChange atomic.Pointer[func(backend, clientID string)]
 }
 
 type cacheBackend struct {
@@ -398,6 +401,11 @@ func (c *cache) listen(ctx context.Context, ps *goredis.PubSub) (confirmed bool)
 			}
 		case *goredis.Message:
 			c.invalidate(m.Payload)
+			if fn := c.onChange.Load(); fn != nil {
+				if backend, id, ok := strings.Cut(m.Payload, ":"); ok {
+					(*fn)(backend, id)
+				}
+			}
 		}
 	}
 }

@@ -65,6 +65,20 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
+// SetOnChange makes fn hear every binding change any store sharing this
+// Redis makes (put, delete, move), as the invalidation channel delivers
+// it, so a caller can drop what it remembers of that binding (HAProxy's
+// table of answers). It needs the local cache (CacheSize > 0), which holds
+// the subscription, and reports whether it was set. fn runs on the
+// subscription's goroutine: it must not block.
+func (s *Store) SetOnChange(fn func(backend, clientID string)) bool {
+	if s.cache == nil {
+		return false
+	}
+	s.cache.onChange.Store(&fn)
+	return true
+}
+
 // New returns a Store. It does not wait for Redis: a Store made while Redis
 // is down works once Redis answers. Errors come only from bad options. ctx
 // is not used: cluster topology is discovered lazily by the client.

@@ -1,0 +1,92 @@
+package haproxy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// HAProxy keeps a table of the agent's answers in each backend (the
+// backend's own stick table), keyed by TableKey of the client key: a
+// reconnect younger than the freshness window is routed by HAProxy alone,
+// and while the agent is down the table answers for every client it has
+// seen. See templates/frontend.cfg.tmpl.
+
+// maxTableExpire is HAProxy's largest stick-table expire ("slightly above
+// 24 days"), used when bindings never expire.
+const maxTableExpire = 24 * 24 * time.Hour
+
+// TableKey is the table key of a client key, as the generated configuration
+// computes it: sha2(256),bytes(0,16),hex. A fixed size fits any MQTT id
+// (up to 65535 bytes) without truncation; 128 bits make collisions
+// negligible.
+func TableKey(clientKey []byte) string {
+	sum := sha256.Sum256(clientKey)
+	return strings.ToUpper(hex.EncodeToString(sum[:16]))
+}
+
+// LocalTable reports whether the table is generated: always, since it is
+// what keeps clients where they are while the agent is down.
+func (*genData) LocalTable() bool { return true }
+
+// FreshMS is the freshness window in milliseconds; 0 means no fast path.
+func (d *genData) FreshMS() int64 { return d.Cfg.LocalFreshWindow().Milliseconds() }
+
+// TableExpire is the table's expire: the binding TTL, within HAProxy's
+// bounds.
+func (d *genData) TableExpire() string {
+	ttl := d.Cfg.TTL.D()
+	if ttl <= 0 || ttl > maxTableExpire {
+		ttl = maxTableExpire
+	}
+	return strconv.FormatInt(ttl.Milliseconds(), 10) + "ms"
+}
+
+// TableSize is the number of entries each backend's table holds.
+func (d *genData) TableSize() int { return d.Cfg.HAProxy.LocalSize }
+
+// ClearTableKey removes one client's entry from a backend's table, so the
+// next connect asks the agent. An absent entry is not an error.
+func (r *RuntimeAPI) ClearTableKey(ctx context.Context, backend string, clientKey []byte) error {
+	return r.clearBoth(ctx, backend, "key "+TableKey(clientKey))
+}
+
+// clearBoth clears the agent's answers and the hash fallback's choices
+// (which the agent would otherwise adopt for a client it has no binding
+// for).
+func (r *RuntimeAPI) clearBoth(ctx context.Context, backend, filter string) error {
+	return errors.Join(r.clearTable(ctx, backend, filter), r.clearTable(ctx, backend+FallbackSuffix, filter))
+}
+
+// ClearTableServer removes every entry of a backend's table that names one
+// server (by its id, its position in the backend from 1).
+func (r *RuntimeAPI) ClearTableServer(ctx context.Context, backend string, serverID int) error {
+	return r.clearBoth(ctx, backend, "data.server_id eq "+strconv.Itoa(serverID))
+}
+
+// ClearTable empties a backend's table.
+func (r *RuntimeAPI) ClearTable(ctx context.Context, backend string) error {
+	return r.clearBoth(ctx, backend, "")
+}
+
+func (r *RuntimeAPI) clearTable(ctx context.Context, backend, filter string) error {
+	cmd := "clear table " + backend
+	if filter != "" {
+		cmd += " " + filter
+	}
+	out, err := r.Command(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	// Success is an empty answer (an empty line); anything else is an error
+	// message such as "Unknown table".
+	if msg := strings.TrimSpace(out); msg != "" {
+		return fmt.Errorf("runtime API: %s: %s", cmd, msg)
+	}
+	return nil
+}
