@@ -433,9 +433,13 @@ func (c *cache) refresher(ctx context.Context, s *Store) {
 func (c *cache) refresh(ctx context.Context, s *Store, batch []refreshReq) {
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
+	k := s.hk.Load() // set: entries are filled after a claim
+	if k == nil {
+		return
+	}
 	cmds, err := s.runPipelined(ctx, refreshScript, len(batch), func(i int) ([]string, []any) {
 		r := batch[i]
-		return []string{s.bucketKey(r.backend, r.id)}, []any{r.id, r.server, millis(r.ttl)}
+		return []string{s.bucketKey(*k, r.backend, r.id)}, []any{r.id, r.server, millis(r.ttl)}
 	})
 	now := c.now().UnixNano()
 	for i, r := range batch {

@@ -146,7 +146,7 @@ func TestCacheRefreshKeepsTheBindingAlive(t *testing.T) {
 			t.Fatalf("binding changed to %+v", c)
 		}
 	}
-	v, err := raw.HGet(ctx, s.bucketKey("be", "dev"), "dev").Result()
+	v, err := raw.HGet(ctx, keyOf(t, s, "be", "dev"), "dev").Result()
 	exp, _, _ := decodeValue(v)
 	d := time.Duration(exp-time.Now().UnixMilli()) * time.Millisecond
 	if err != nil || d < ttl-2*refreshEvery(ttl)-200*time.Millisecond {
@@ -169,12 +169,12 @@ func TestCacheRefreshNeverRecreates(t *testing.T) {
 	if _, err := s.GetOrClaim(ctx, "be", "dev", "s1", ttl); err != nil {
 		t.Fatal(err)
 	}
-	raw.HDel(ctx, s.bucketKey("be", "dev"), "dev")
+	raw.HDel(ctx, keyOf(t, s, "be", "dev"), "dev")
 	waitFor(t, "the entry to go", func() bool {
 		_, ok := cachedServer(s, "dev")
 		return !ok
 	})
-	if ok, err := raw.HExists(ctx, s.bucketKey("be", "dev"), "dev").Result(); err != nil || ok {
+	if ok, err := raw.HExists(ctx, keyOf(t, s, "be", "dev"), "dev").Result(); err != nil || ok {
 		t.Fatalf("the refresh re-created the binding: %v, %v", ok, err)
 	}
 }
