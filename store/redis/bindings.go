@@ -82,25 +82,32 @@ func (s *Store) GetOrClaim(ctx context.Context, backend, clientID, proposed stri
 	if err != nil {
 		return store.Claim{}, fmt.Errorf("redis get-or-claim: %w", err)
 	}
-	mayStore := 0
-	if s.mayStore(backend) {
-		mayStore = maxBucketFields
+	room, reserved := s.reserve(backend)
+	fields := 0 // no room under MaxBindings: no new field
+	if reserved {
+		fields = maxBucketFields
 	}
-	reply, err := claimScript.Run(ctx, s.rdb, []string{key}, clientID, proposed, millis(ttl), mayStore).Text()
-	if err != nil {
-		return store.Claim{}, fmt.Errorf("redis get-or-claim: %w", s.classify(err))
+	c, err := s.claim(ctx, key, clientID, proposed, ttl, fields)
+	if reserved && room != nil {
+		room.done(c.Claimed)
 	}
-	c, err := s.parseClaim(reply)
 	if err != nil {
 		return store.Claim{}, fmt.Errorf("redis get-or-claim: %w", err)
-	}
-	if c.Claimed && s.maxBindings > 0 {
-		s.counter(backend).made.Add(1)
 	}
 	if s.cache != nil && !c.NotStored {
 		s.cache.fill(t, clientID, c, ttl)
 	}
 	return c, nil
+}
+
+// claim runs the claim script; fields is the most a bucket may hold for a
+// new binding to be stored.
+func (s *Store) claim(ctx context.Context, key, clientID, proposed string, ttl time.Duration, fields int) (store.Claim, error) {
+	reply, err := claimScript.Run(ctx, s.rdb, []string{key}, clientID, proposed, millis(ttl), fields).Text()
+	if err != nil {
+		return store.Claim{}, s.classify(err)
+	}
+	return s.parseClaim(reply)
 }
 
 // Move implements store.Store in one round trip. Claimed is true when the

@@ -62,13 +62,18 @@ func (s *Store) probeWritable(ctx context.Context) {
 }
 
 // bindingCount estimates the bindings of one backend for MaxBindings: the
-// last count of Redis (every bucket's HLEN, expired fields included) plus
-// the bindings this Store made since that count began. Other agents'
-// bindings since then show at the next count.
+// last count of Redis (every bucket's HLEN, expired fields included), plus
+// the bindings this Store made since that count began, plus its claims in
+// flight. A claim that lands while a count runs may be counted twice until
+// the next count, never missed; other agents' bindings since the last
+// count show at the next one.
 type bindingCount struct {
 	counted atomic.Int64
 	made    atomic.Int64
+	pending atomic.Int64 // reserved by claims not yet answered
 }
+
+func (c *bindingCount) estimate() int64 { return c.counted.Load() + c.made.Load() + c.pending.Load() }
 
 func (s *Store) counter(backend string) *bindingCount {
 	if c, ok := s.counts.Load(backend); ok {
@@ -81,13 +86,28 @@ func (s *Store) counter(backend string) *bindingCount {
 	return c.(*bindingCount)
 }
 
-// mayStore reports whether a new binding fits under MaxBindings.
-func (s *Store) mayStore(backend string) bool {
+// reserve takes room for one new binding under MaxBindings, so that
+// concurrent claims cannot all pass the check; done settles it once the
+// claim answered.
+func (s *Store) reserve(backend string) (c *bindingCount, ok bool) {
 	if s.maxBindings <= 0 {
-		return true
+		return nil, true
 	}
-	c := s.counter(backend)
-	return c.counted.Load()+c.made.Load() < int64(s.maxBindings)
+	c = s.counter(backend)
+	if c.pending.Add(1)+c.counted.Load()+c.made.Load() > int64(s.maxBindings) {
+		c.pending.Add(-1)
+		return c, false
+	}
+	return c, true
+}
+
+// done settles a reservation: made is true when the claim stored a new
+// binding.
+func (c *bindingCount) done(made bool) {
+	if made {
+		c.made.Add(1)
+	}
+	c.pending.Add(-1)
 }
 
 // countNow asks the counting loop for a count without waiting for it.
