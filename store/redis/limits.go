@@ -73,8 +73,6 @@ type bindingCount struct {
 	pending atomic.Int64 // reserved by claims not yet answered
 }
 
-func (c *bindingCount) estimate() int64 { return c.counted.Load() + c.made.Load() + c.pending.Load() }
-
 func (s *Store) counter(backend string) *bindingCount {
 	if c, ok := s.counts.Load(backend); ok {
 		return c.(*bindingCount)
