@@ -18,6 +18,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -73,7 +74,7 @@ type Agent struct {
 	storeErrs    atomic.Uint64
 	breakerSkips atomic.Uint64
 	// One limiter per kind of failure, so one cannot hide the other.
-	storeLog, drainLog, evacLog, fullLog *ratelog.Logger
+	storeLog, drainLog, evacLog, fullLog, readOnlyLog *ratelog.Logger
 
 	evacMu      sync.Mutex
 	evacuations map[string]*evacuation
@@ -116,6 +117,7 @@ func New(cfg *config.Config, st store.Store, log *slog.Logger, opts Options) (*A
 	a.drainLog = ratelog.New(log, ratelog.DefaultEvery)
 	a.evacLog = ratelog.New(log, ratelog.DefaultEvery)
 	a.fullLog = ratelog.New(log, ratelog.DefaultEvery)
+	a.readOnlyLog = ratelog.New(log, ratelog.DefaultEvery)
 	return a, nil
 }
 
@@ -296,6 +298,13 @@ func (a *Agent) count(d Decision) Decision {
 
 func (a *Agent) storeFailed(op, backend string, err error) {
 	a.storeErrs.Add(1)
+	if errors.Is(err, store.ErrReadOnly) {
+		// The store answered: it only refused the write. Opening the
+		// breaker would stop reading the bindings of bound clients too.
+		a.storeOK()
+		a.readOnlyLog.Warn("store refuses writes (read-only): a client was routed by rendezvous hash and not stored", "op", op, "backend", backend, "err", err)
+		return
+	}
 	if a.breaker.failure() {
 		a.log.Warn("store circuit breaker open: answering by rendezvous hash without the store", "after", op, "backend", backend, "err", err, "retry_in", a.breaker.cooldown)
 		return

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/stickyd/stickyd/store"
 	"github.com/stickyd/stickyd/store/memory"
 )
 
@@ -77,5 +78,29 @@ func TestNewClientsPastMaxBindings(t *testing.T) {
 				t.Fatalf("%d warnings in %q, want one (rate-limited)", n, logs.String())
 			}
 		})
+	}
+}
+
+// A store that refuses writes (read-only) answered: its errors do not open
+// the breaker, so bound clients are still read after many new ones failed.
+func TestReadOnlyErrorsKeepTheBreakerClosed(t *testing.T) {
+	f := newFake()
+	a := newAgent(t, f, 1, 1)
+	ctx := context.Background()
+	if err := f.Put(ctx, store.Binding{Backend: "mqtt", ClientID: "bound", Server: "n2"}); err != nil {
+		t.Fatal(err)
+	}
+	f.err = fmt.Errorf("redis get-or-claim: %w: OOM", store.ErrReadOnly)
+	for i := range 20 {
+		if d := a.Decide(ctx, query(fmt.Sprint("new-", i), true, true)); d.Outcome != OutcomeFallback {
+			t.Fatalf("new client with the store read-only: %+v", d)
+		}
+	}
+	if st := a.BreakerState(); st != "closed" {
+		t.Fatalf("breaker %s after read-only errors, want closed", st)
+	}
+	f.err = nil
+	if d := a.Decide(ctx, query("bound", true, true)); d.Server != "n2" || d.Outcome != OutcomeExisting {
+		t.Fatalf("bound client after read-only errors: %+v", d)
 	}
 }

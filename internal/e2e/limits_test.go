@@ -186,8 +186,9 @@ func TestCraftedBucketFloodLeavesNewClientsBound(t *testing.T) {
 
 // Redis past maxmemory (noeviction) refuses writes: a client bound to n2
 // (placed while n1 was down, so the hash alone would send about half to
-// n1) keeps n2 through real HAProxy and mosquitto; new clients still
-// connect (not stored); the metric and /readyz say read-only. The local
+// n1) keeps n2 through real HAProxy and mosquitto, also after new clients
+// (connected, not stored) whose claims Redis refused; the metric and
+// /readyz say read-only. The local
 // cache is off, so every connect runs the claim script.
 func TestBoundClientKeepsNodeWithRedisFull(t *testing.T) {
 	r := testenv.StartRedisArgs(t, "--maxmemory-policy", "noeviction")
@@ -215,9 +216,16 @@ func TestBoundClientKeepsNodeWithRedisFull(t *testing.T) {
 			}
 		}
 	}
-	fresh := s.connectAll(ids("fresh", 10))
-	if len(fresh) != 10 {
+	// New clients connect, unstored; their refused claims do not open the
+	// store breaker, so bound clients are still read afterwards.
+	fresh := s.connectAll(ids("fresh", 20))
+	if len(fresh) != 20 {
 		t.Fatalf("new clients with Redis full: %v", fresh)
+	}
+	for id, n := range s.connectAll(bound) {
+		if n != "n2" {
+			t.Fatalf("after new clients, Redis full: %s reached %s, its binding says n2", id, n)
+		}
 	}
 	if v := s.metric("stickyd_store_read_only"); v != 1 {
 		t.Fatalf("stickyd_store_read_only = %v, want 1", v)
