@@ -35,6 +35,7 @@ func TestReadOnlyStore(t *testing.T) {
 	want(t, e.put(t, "/v1/backends/mqtt/servers/n1/drain", ""), http.StatusInsufficientStorage, "store is read-only")
 	want(t, e.get(t, "/v1/backends/mqtt/bindings/dev"), http.StatusOK, `"server":"n2"`)
 	want(t, e.get(t, "/readyz"), http.StatusOK, `"status":"read_only"`)
+	want(t, e.get(t, "/v1/readyz"), http.StatusOK, `"status":"read_only"`, "refuses writes")
 	if !strings.Contains(e.logs.String(), "store is read-only") {
 		t.Errorf("no warning logged: %s", e.logs.String())
 	}
