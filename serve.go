@@ -83,10 +83,11 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *da
 			opened.closeOpened()
 		}
 	}()
-	if d.st, err = openStore(ctx, cfg); err != nil {
+	if d.st, err = openStore(ctx, cfg, log); err != nil {
 		return nil, fmt.Errorf("store: %w", err)
 	}
 	d.mx = metrics.New(metrics.Options{Version: version, Logger: log})
+	d.mx.RegisterStoreState(d.st.Stats)
 	if d.st.Stats().Cache != nil {
 		st := d.st
 		d.mx.RegisterStoreCache(func() store.CacheStats { return *st.Stats().Cache })

@@ -11,11 +11,14 @@
 //     rendezvous choice, unless it is pinned: a pinned client is routed to the
 //     rendezvous choice for this connection but keeps its binding;
 //   - no key (empty client id): no answer, HAProxy balances as usual;
-//   - the store fails or is slow: the rendezvous choice (fail open).
+//   - the store fails or is slow: the rendezvous choice (fail open);
+//   - a new client past the store's max_bindings: the rendezvous choice,
+//     not stored (existing bindings are untouched).
 package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -71,7 +74,7 @@ type Agent struct {
 	storeErrs    atomic.Uint64
 	breakerSkips atomic.Uint64
 	// One limiter per kind of failure, so one cannot hide the other.
-	storeLog, drainLog, evacLog *ratelog.Logger
+	storeLog, drainLog, evacLog, fullLog, readOnlyLog *ratelog.Logger
 
 	evacMu      sync.Mutex
 	evacuations map[string]*evacuation
@@ -115,6 +118,8 @@ func New(cfg *config.Config, st store.Store, log *slog.Logger, opts Options) (*A
 	a.storeLog = ratelog.New(log, ratelog.DefaultEvery)
 	a.drainLog = ratelog.New(log, ratelog.DefaultEvery)
 	a.evacLog = ratelog.New(log, ratelog.DefaultEvery)
+	a.fullLog = ratelog.New(log, ratelog.DefaultEvery)
+	a.readOnlyLog = ratelog.New(log, ratelog.DefaultEvery)
 	return a, nil
 }
 
@@ -200,7 +205,11 @@ func (a *Agent) prepare(q *Query) (p plan, d Decision, done bool) {
 
 // settle turns the binding in force into a decision; move is true when
 // the binding is on a server that is down or gone and must be moved.
-func (p *plan) settle(q *Query, claim store.Claim) (d Decision, move bool) {
+func (a *Agent) settle(p *plan, q *Query, claim store.Claim) (d Decision, move bool) {
+	if claim.NotStored {
+		a.notStored(p.b.Name)
+		return Decision{Server: p.proposed, Outcome: OutcomeNotStored}, false
+	}
 	idx := p.b.ServerIndex(claim.Server)
 	switch {
 	case idx >= 0 && q.isUp(idx) && claim.Claimed:
@@ -214,7 +223,11 @@ func (p *plan) settle(q *Query, claim store.Claim) (d Decision, move bool) {
 }
 
 // afterMove decides from the binding in force after a move.
-func (p *plan) afterMove(q *Query, moved store.Claim) Decision {
+func (a *Agent) afterMove(p *plan, q *Query, moved store.Claim) Decision {
+	if moved.NotStored {
+		a.notStored(p.b.Name)
+		return Decision{Server: p.proposed, Outcome: OutcomeNotStored}
+	}
 	if i := p.b.ServerIndex(moved.Server); i >= 0 && q.isUp(i) {
 		return Decision{Server: moved.Server, Outcome: OutcomeMoved}
 	}
@@ -243,7 +256,7 @@ func (a *Agent) decide(ctx context.Context, q *Query) Decision {
 		return a.count(Decision{Server: p.proposed, Outcome: OutcomeFallback})
 	}
 	a.storeOK()
-	d, move := p.settle(q, claim)
+	d, move := a.settle(&p, q, claim)
 	if !move {
 		return a.count(d)
 	}
@@ -253,7 +266,7 @@ func (a *Agent) decide(ctx context.Context, q *Query) Decision {
 		a.storeFailed("move", p.b.Name, err)
 		return a.count(Decision{Server: p.proposed, Outcome: OutcomeFallback})
 	}
-	return a.count(p.afterMove(q, moved))
+	return a.count(a.afterMove(&p, q, moved))
 }
 
 // tryDecide is decide on store.Inline calls only; it counts nothing unless
@@ -274,7 +287,7 @@ func (a *Agent) tryDecide(q *Query) (Decision, bool) {
 	if !ok {
 		return Decision{}, false
 	}
-	d, move := p.settle(q, claim)
+	d, move := a.settle(&p, q, claim)
 	if !move {
 		return a.count(d), true
 	}
@@ -282,7 +295,7 @@ func (a *Agent) tryDecide(q *Query) (Decision, bool) {
 	if !ok {
 		return Decision{}, false
 	}
-	return a.count(p.afterMove(q, moved)), true
+	return a.count(a.afterMove(&p, q, moved)), true
 }
 
 func (a *Agent) count(d Decision) Decision {
@@ -292,11 +305,23 @@ func (a *Agent) count(d Decision) Decision {
 
 func (a *Agent) storeFailed(op, backend string, err error) {
 	a.storeErrs.Add(1)
+	if errors.Is(err, store.ErrReadOnly) {
+		// The store answered: it only refused the write. Opening the
+		// breaker would stop reading the bindings of bound clients too.
+		a.storeOK()
+		a.readOnlyLog.Warn("store refuses writes (read-only): a client was routed by rendezvous hash and not stored", "op", op, "backend", backend, "err", err)
+		return
+	}
 	if a.breaker.failure() {
 		a.log.Warn("store circuit breaker open: answering by rendezvous hash without the store", "after", op, "backend", backend, "err", err, "retry_in", a.breaker.cooldown)
 		return
 	}
 	a.storeLog.Warn("store failed; answering by rendezvous hash (fail open)", "op", op, "backend", backend, "err", err)
+}
+
+// notStored warns, rate-limited, that a backend holds its cap of bindings.
+func (a *Agent) notStored(backend string) {
+	a.fullLog.Warn("backend holds max_bindings: new clients are routed by rendezvous hash but not stored", "backend", backend)
 }
 
 func (a *Agent) storeOK() {

@@ -205,6 +205,8 @@ func (a *Agent) evacuateOne(ctx context.Context, e *evacuation, b *Backend, idx 
 	case err != nil:
 		e.update(func(s *EvacuationStatus) { s.Failed++ })
 		a.evacLog.Warn("evacuation: move failed", "backend", b.Name, "server", it.Server, "err", err)
+	case got.NotStored: // gone meanwhile, and no room to bind it anew
+		e.update(func(s *EvacuationStatus) { s.Skipped++ })
 	case got.Server == target:
 		e.update(func(s *EvacuationStatus) { s.Moved++ })
 	default:

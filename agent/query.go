@@ -22,10 +22,11 @@ const (
 	OutcomeMoved                         // binding moved off a down server
 	OutcomePinnedDown                    // pinned to a down server: routed elsewhere, binding kept
 	OutcomeFallback                      // store failed: rendezvous answer
+	OutcomeNotStored                     // new client past max_bindings: rendezvous answer, not stored
 	numOutcomes
 )
 
-var outcomeNames = [...]string{"no_key", "unknown_backend", "no_server", "existing", "placed", "moved", "pinned_down", "fallback"}
+var outcomeNames = [...]string{"no_key", "unknown_backend", "no_server", "existing", "placed", "moved", "pinned_down", "fallback", "not_stored"}
 
 func (o Outcome) String() string {
 	if o < 0 || int(o) >= len(outcomeNames) {

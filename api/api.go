@@ -279,6 +279,9 @@ func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
 	}
 }
 
+// readOnlyMessage answers a write the store refused (507).
+const readOnlyMessage = "store is read-only: it refuses writes (Redis at maxmemory or a read-only replica); bindings are still read"
+
 type errorBody struct {
 	Error string `json:"error"`
 }
@@ -291,7 +294,10 @@ func (s *Server) handleError(err error, c echo.Context) {
 		return
 	}
 	var he *echo.HTTPError
-	if !errors.As(err, &he) {
+	if errors.Is(err, store.ErrReadOnly) {
+		s.log.Warn("api write refused: the store is read-only", "method", c.Request().Method, "route", c.Path(), "err", err)
+		he = &echo.HTTPError{Code: http.StatusInsufficientStorage, Message: readOnlyMessage}
+	} else if !errors.As(err, &he) {
 		level := slog.LevelError
 		if errors.Is(err, context.Canceled) {
 			level = slog.LevelDebug // the client went away; nothing failed

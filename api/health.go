@@ -35,5 +35,9 @@ func (s *Server) ready(c echo.Context) readiness {
 	if err := s.store.Ping(ctx); err != nil {
 		return readiness{statusJSON{Status: "unavailable", Error: "store: " + err.Error()}, http.StatusServiceUnavailable}
 	}
+	if s.store.Stats().ReadOnly {
+		// Still ready: connects are answered from the bindings in force.
+		return readiness{statusJSON{Status: "read_only", Error: readOnlyMessage}, http.StatusOK}
+	}
 	return readiness{statusJSON{Status: "ok"}, http.StatusOK}
 }

@@ -39,8 +39,12 @@ type Config struct {
 	RedisURL         string `yaml:"redis_url"`
 	// RedisCacheSize is how many recent bindings each agent keeps in
 	// process when on Redis, kept coherent over pub/sub; 0 disables it.
-	RedisCacheSize int      `yaml:"redis_cache_size"`
-	TTL            Duration `yaml:"ttl"`
+	RedisCacheSize int `yaml:"redis_cache_size"`
+	// MaxBindings caps the bindings of each backend: past it new clients
+	// are routed by the rendezvous hash but not stored. 0 takes the store's
+	// default (memory 1000000, Redis 10000000).
+	MaxBindings int      `yaml:"max_bindings"`
+	TTL         Duration `yaml:"ttl"`
 	// StoreTimeout bounds one store call on the connect path; past it the
 	// agent answers without the store (fail open). Keep it well under
 	// haproxy.timeout_processing.
@@ -137,7 +141,8 @@ func Default() Config {
 		TTL:          Duration(30 * time.Minute),
 		StoreTimeout: Duration(50 * time.Millisecond),
 		MaxFrameSize: 65536,
-		// About 15 MiB of agent memory at most.
+		// At most about 23 MiB of agent memory: ids past 64 bytes are not
+		// cached (store/redis CacheMaxIDLen).
 		RedisCacheSize: 100000,
 		Log:            Log{Level: "info", Format: "text"},
 		HAProxy: HAProxy{

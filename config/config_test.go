@@ -64,6 +64,8 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{"cluster without host", strings.Replace(example, `redis_url: ""`, `redis_url: "redis-cluster://"`, 1), "redis_url: bad redis-cluster URL: no host"},
 		{"unix without path", strings.Replace(example, `redis_url: ""`, `redis_url: "unix://"`, 1), "redis_url: bad URL: empty unix socket path"},
 		{"store timeout above processing", example + "store_timeout: 1s\n", "store_timeout"},
+		{"negative max_bindings", example + "max_bindings: -1\n", "config: max_bindings: must be between 0"},
+		{"huge max_bindings", example + "max_bindings: 1000000001\n", "config: max_bindings: must be between 0"},
 		{"two documents", example + "---\nttl: 1m\n", "more than one YAML document"},
 		{"relative unix spoe_listen", strings.Replace(example, "\nspoe_listen: 127.0.0.1:12345\n", "\nspoe_listen: unix@spoe.sock\n", 1), "spoe_listen"},
 		{"negative local_fresh", strings.Replace(example, "haproxy:\n", "haproxy:\n  local_fresh: -1s\n", 1), "haproxy.local_fresh"},

@@ -106,6 +106,7 @@ func New(opts Options) *Metrics {
 		Help: "Routing decisions by outcome: existing (bound to a live server), placed (new client bound), " +
 			"moved (binding moved off a down server), pinned_down (pinned to a down server, routed elsewhere), " +
 			"fallback (store failed or circuit breaker open: answered by rendezvous hash without the store), " +
+			"not_stored (new client while the backend holds max_bindings: answered by rendezvous hash, not stored), " +
 			"no_key (empty client id: no answer), no_server (every server down: no answer), " +
 			"unknown_backend (backend not configured: no answer).",
 	}, []string{"outcome"})
@@ -223,6 +224,22 @@ type slogPromLogger struct{ log *slog.Logger }
 
 func (l slogPromLogger) Println(v ...any) {
 	l.log.Warn("metrics: scrape error", "err", fmt.Sprint(v...))
+}
+
+// RegisterStoreState exports whether the store refuses writes, read at
+// scrape time. Call it once.
+func (m *Metrics) RegisterStoreState(stats func() store.Stats) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: Namespace,
+		Name:      "store_read_only",
+		Help: "1 while the store refuses writes (Redis at maxmemory with noeviction, or a read-only replica): " +
+			"bound clients keep their server, new clients are not stored, API writes fail with 507.",
+	}, func() float64 {
+		if stats().ReadOnly {
+			return 1
+		}
+		return 0
+	}))
 }
 
 // RegisterStoreCache exports the local cache counters of a shared store (Redis), read

@@ -17,6 +17,9 @@ var (
 	ErrNotFound = errors.New("binding not found")
 	// ErrBadCursor means a List cursor was not produced by this store.
 	ErrBadCursor = errors.New("invalid cursor")
+	// ErrReadOnly means the store refuses writes (Redis at maxmemory with
+	// noeviction, or a read-only replica): reads still work.
+	ErrReadOnly = errors.New("store is read-only: it refuses writes")
 )
 
 // MaxClientIDLen is the longest client id MQTT can carry (a two-byte length).
@@ -39,6 +42,10 @@ type Claim struct {
 	// Claimed is true when this call created the binding (or, for Move,
 	// changed it); false when an existing binding was returned as is.
 	Claimed bool
+	// NotStored is true when there was no binding and none was made because
+	// the backend holds its maximum of bindings (Options.MaxBindings of the
+	// store): Server is then the proposed one, for this connection only.
+	NotStored bool
 }
 
 // ListOptions filters and pages List. Zero values mean "no filter".
@@ -128,6 +135,9 @@ type Inline interface {
 type Stats struct {
 	// Cache is set when the store keeps a local cache of a shared map.
 	Cache *CacheStats
+	// ReadOnly is true while the store refuses writes (see ErrReadOnly):
+	// set by the last write that was refused, cleared by one that succeeds.
+	ReadOnly bool
 }
 
 // CacheStats counts what a local cache did since start.

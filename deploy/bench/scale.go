@@ -125,6 +125,8 @@ func (b *bench) startScaleAgent(ctx context.Context, name, redisURL string) (*pr
 	yml := filepath.Join(dir, "stickyd.yaml")
 	err = writeTemplate(yml, stickydConfig, map[string]any{
 		"SPOE": spoe, "API": "", "Redis": redisURL, "Front": front,
+		// Room for every client it places, whatever the store's default cap.
+		"MaxBindings": 2 * max(b.opts.scale, 1_000_000),
 		// Never dialled: the agent only names servers.
 		"Brokers": []brokerView{{"n1", "127.0.0.1:1", 1}, {"n2", "127.0.0.1:2", 2}},
 	})

@@ -123,6 +123,9 @@ var stickydConfig = template.Must(template.New("stickyd.yaml").Parse(`spoe_liste
 api_listen: {{.API}}
 redis_url: "{{.Redis}}"
 ttl: 30m
+{{- with .MaxBindings}}
+max_bindings: {{.}}
+{{- end}}
 log:
   level: warn
 backends:

@@ -64,6 +64,8 @@ type stackOpts struct {
 	ttl   string // stickyd's ttl; "" is 30m
 	// unixSPOE: the agent listens on a unix socket (spoe_listen: unix@...).
 	unixSPOE bool
+	// storeTimeout replaces the stack's 200ms store_timeout.
+	storeTimeout string
 }
 
 func newStack(t *testing.T, o stackOpts) *stack {
@@ -86,6 +88,9 @@ func newStack(t *testing.T, o stackOpts) *stack {
 	if !o.noStatsSocket {
 		s.statsSocket = filepath.Join(s.dir, "admin.sock")
 	}
+	if o.storeTimeout == "" {
+		o.storeTimeout = "200ms"
+	}
 	var servers strings.Builder
 	for _, b := range s.brokers {
 		fmt.Fprintf(&servers, "      - {name: %s, address: %q, weight: 1}\n", b.Name, b.Addr)
@@ -95,7 +100,7 @@ api_listen: %q
 api_token: %q
 redis_url: %q
 ttl: %s
-store_timeout: 200ms
+store_timeout: %s
 log: {level: info}
 backends:
   - name: mqtt
@@ -106,7 +111,7 @@ backends:
   timeout_processing: 1s
   check_interval: 200ms
   stats_socket: %q
-%s`, s.spoeAddr, s.apiAddr, o.token, o.redisURL, o.ttl, servers.String(), s.feAddr, s.statsSocket, o.extra)
+%s`, s.spoeAddr, s.apiAddr, o.token, o.redisURL, o.ttl, o.storeTimeout, servers.String(), s.feAddr, s.statsSocket, o.extra)
 	s.cfgPath = filepath.Join(s.dir, "stickyd.yaml")
 	if err := os.WriteFile(s.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

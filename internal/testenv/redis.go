@@ -22,8 +22,9 @@ type Redis struct {
 	Dir  string // working directory holding the AOF
 	Proc *Process
 
-	bin  string
-	port int
+	bin   string
+	port  int
+	extra []string
 }
 
 // StartRedis starts redis-server and waits until it answers PING. It skips
@@ -31,9 +32,17 @@ type Redis struct {
 // stops when the test ends.
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
+	return StartRedisArgs(t)
+}
+
+// StartRedisArgs is StartRedis with extra redis-server arguments (for
+// example "--maxmemory", "2mb", "--maxmemory-policy", "noeviction").
+func StartRedisArgs(t testing.TB, extra ...string) *Redis {
+	t.Helper()
 	r := &Redis{
-		bin: RequireBinary(t, "redis-server"),
-		Dir: t.TempDir(),
+		bin:   RequireBinary(t, "redis-server"),
+		Dir:   t.TempDir(),
+		extra: extra,
 	}
 	StartOnFreePorts(t, 1, func(ports []int) *Process {
 		r.port = ports[0]
@@ -46,7 +55,7 @@ func StartRedis(t testing.TB) *Redis {
 }
 
 func (r *Redis) args() []string {
-	return []string{
+	return append([]string{
 		"--port", strconv.Itoa(r.port),
 		"--bind", "127.0.0.1",
 		"--dir", r.Dir,
@@ -55,7 +64,7 @@ func (r *Redis) args() []string {
 		"--appendfsync", "everysec",
 		"--daemonize", "no",
 		"--logfile", "",
-	}
+	}, r.extra...)
 }
 
 // start runs redis-server again on its port (StartAgain).

@@ -32,7 +32,15 @@ type Options struct {
 	// SweepInterval is how often the background sweeper looks for expired
 	// bindings. Default 1s.
 	SweepInterval time.Duration
+	// MaxBindings caps the entries of each backend (expired ones count until
+	// swept): past it a new client gets Claim.NotStored and nothing is
+	// stored. Existing bindings, Put and Move of a present entry are not
+	// limited. Default DefaultMaxBindings; negative means no cap.
+	MaxBindings int
 }
+
+// DefaultMaxBindings is the cap per backend when Options.MaxBindings is 0.
+const DefaultMaxBindings = 1_000_000
 
 // Tuning knobs. Variables only so tests can shrink them.
 var (
@@ -52,6 +60,7 @@ const (
 type Store struct {
 	now      func() time.Time
 	interval time.Duration
+	max      int // per backend; <= 0: no cap
 
 	// backends is copy-on-write: lookups on the hot path are one atomic
 	// load; adding a backend (rare) copies the map under addMu.
@@ -127,6 +136,7 @@ func New(opts Options) *Store {
 	s := &Store{
 		now:      opts.Now,
 		interval: opts.SweepInterval,
+		max:      opts.MaxBindings,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -135,6 +145,9 @@ func New(opts Options) *Store {
 	}
 	if s.interval <= 0 {
 		s.interval = time.Second
+	}
+	if s.max == 0 {
+		s.max = DefaultMaxBindings
 	}
 	m := make(map[string]*backend)
 	s.backends.Store(&m)
@@ -274,12 +287,19 @@ func (s *Store) getOrClaim(backendName, clientID string, borrowed bool, proposed
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	// Another writer may have claimed it between the two locks.
-	if it, ok := b.tree.Get(item{id: clientID}); ok && it.e.live(now) {
+	it, ok := b.tree.Get(item{id: clientID})
+	if ok && it.e.live(now) {
 		return b.refresh(it.e, now, ttl)
+	}
+	if !ok && s.full(b) {
+		return store.Claim{Server: proposed, NotStored: true}
 	}
 	b.set(keep(clientID, borrowed), proposed, false, expiry(now, ttl))
 	return store.Claim{Server: proposed, Claimed: true}
 }
+
+// full reports whether b holds its cap of entries. Caller holds b.mu.
+func (s *Store) full(b *backend) bool { return s.max > 0 && b.tree.Len() >= s.max }
 
 // refresh resets the TTL of a live, unpinned, expiring entry and returns
 // it as a claim. Caller holds b.mu (read or write).
@@ -335,11 +355,15 @@ func (s *Store) move(backendName, clientID string, borrowed bool, from, to strin
 	b := s.backendOrCreate(backendName)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if it, ok := b.tree.Get(item{id: clientID}); ok && it.e.live(now) {
+	it, ok := b.tree.Get(item{id: clientID})
+	if ok && it.e.live(now) {
 		e := it.e
 		if e.pinned || e.server != from {
 			return store.Claim{Server: e.server, Pinned: e.pinned}
 		}
+	}
+	if !ok && s.full(b) {
+		return store.Claim{Server: to, NotStored: true}
 	}
 	b.set(keep(clientID, borrowed), to, false, expiry(now, ttl))
 	return store.Claim{Server: to, Claimed: true}

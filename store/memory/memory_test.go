@@ -249,3 +249,49 @@ func TestWarmGetOrClaimAllocs(t *testing.T) {
 		t.Fatalf("warm GetOrClaim allocates %v times per call, want 0", allocs)
 	}
 }
+
+// Past MaxBindings a new client gets its proposed server, unstored, on
+// both paths; existing bindings, other backends and Put are not limited,
+// and an expired entry counts until the sweeper removes it.
+func TestMaxBindings(t *testing.T) {
+	ctx := context.Background()
+	clock := storetest.NewFakeClock()
+	s := New(Options{Now: clock.Now, SweepInterval: 10 * time.Millisecond, MaxBindings: 5})
+	t.Cleanup(func() { _ = s.Close() })
+	for i := range 5 {
+		if c, _ := s.GetOrClaim(ctx, "be", fmt.Sprint("c", i), "s1", time.Minute); !c.Claimed || c.NotStored {
+			t.Fatalf("claim %d = %+v", i, c)
+		}
+	}
+	if c, _ := s.GetOrClaim(ctx, "be", "c5", "s2", time.Minute); c != (store.Claim{Server: "s2", NotStored: true}) {
+		t.Fatalf("claim past the cap = %+v", c)
+	}
+	if c, ok := s.TryGetOrClaim("be", []byte("c6"), "s2", time.Minute); !ok || c != (store.Claim{Server: "s2", NotStored: true}) {
+		t.Fatalf("inline claim past the cap = %+v, %v", c, ok)
+	}
+	if c, _ := s.Move(ctx, "be", "c7", "s1", "s2", time.Minute); c != (store.Claim{Server: "s2", NotStored: true}) {
+		t.Fatalf("move of an absent binding past the cap = %+v", c)
+	}
+	if c, _ := s.Move(ctx, "be", "c1", "s1", "s2", time.Minute); !c.Claimed || c.Server != "s2" {
+		t.Fatalf("move of a present binding at the cap = %+v", c)
+	}
+	if c, _ := s.GetOrClaim(ctx, "be", "c0", "s2", time.Minute); c.Server != "s1" || c.NotStored {
+		t.Fatalf("existing binding at the cap = %+v", c)
+	}
+	if _, err := s.Get(ctx, "be", "c5"); err != store.ErrNotFound {
+		t.Fatalf("Get of an unstored client = %v", err)
+	}
+	if c, _ := s.GetOrClaim(ctx, "other", "c5", "s1", time.Minute); !c.Claimed {
+		t.Fatalf("another backend = %+v", c)
+	}
+	if err := s.Put(ctx, store.Binding{Backend: "be", ClientID: "admin", Server: "s1"}); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Minute) // all but "admin" expire
+	testenv.Eventually(t, 5*time.Second, func() error {
+		if c, _ := s.GetOrClaim(ctx, "be", "late", "s1", time.Minute); !c.Claimed {
+			return fmt.Errorf("claim after expiry = %+v", c)
+		}
+		return nil
+	})
+}

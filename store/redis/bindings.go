@@ -16,26 +16,9 @@ import (
 // part of the key layout: every agent sharing a Redis must agree on it.
 const bucketBits = 16
 
-// bucketOf spreads client ids over the buckets (FNV-1a 32: stable across
-// processes and versions).
-func bucketOf(clientID string) uint32 {
-	h := uint32(2166136261)
-	for i := 0; i < len(clientID); i++ {
-		h ^= uint32(clientID[i])
-		h *= 16777619
-	}
-	return h & (1<<bucketBits - 1)
-}
-
-// bucketPrefix starts every bucket key of a backend.
-func (s *Store) bucketPrefix(backend string) string { return s.prefix + "h:" + backend + ":" }
-
-// bucketKey is the hash that holds the client's binding.
-func (s *Store) bucketKey(backend, clientID string) string {
-	const hexDigits = "0123456789abcdef"
-	n := bucketOf(clientID)
-	return s.prefix + "h:" + backend + ":" + string([]byte{hexDigits[n>>12&15], hexDigits[n>>8&15], hexDigits[n>>4&15], hexDigits[n&15]})
-}
+// bucketPrefix starts every bucket key of a backend. "b:" is the second
+// key layout (keyed buckets, see hashkey.go); the first, "h:", is not read.
+func (s *Store) bucketPrefix(backend string) string { return s.prefix + "b:" + backend + ":" }
 
 // invMessage names a binding on the invalidation channel.
 func invMessage(backend, clientID string) string { return backend + ":" + clientID }
@@ -64,12 +47,24 @@ func millis(ttl time.Duration) int64 {
 	return int64((ttl + time.Millisecond - 1) / time.Millisecond)
 }
 
-func parseClaim(reply string) (store.Claim, error) {
-	if len(reply) == 0 || (reply[0] != '0' && reply[0] != '1') {
+// parseClaim reads a claim or move reply (see scripts.go) and records
+// whether Redis took the write it needed.
+func (s *Store) parseClaim(reply string) (store.Claim, error) {
+	if len(reply) == 0 || reply[0] < '0' || reply[0] > '3' {
 		return store.Claim{}, fmt.Errorf("unexpected script reply %.20q", reply)
 	}
 	server, pinned := decodeServer(reply[1:])
-	return store.Claim{Server: server, Pinned: pinned, Claimed: reply[0] == '1'}, nil
+	c := store.Claim{Server: server, Pinned: pinned}
+	switch reply[0] {
+	case '1':
+		c.Claimed = true
+		s.wrote()
+	case '2':
+		s.readOnly.Store(true) // the binding's TTL could not be reset
+	case '3':
+		c.NotStored = true
+	}
+	return c, nil
 }
 
 // GetOrClaim implements store.Store in one round trip.
@@ -83,18 +78,36 @@ func (s *Store) GetOrClaim(ctx context.Context, backend, clientID, proposed stri
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	reply, err := claimScript.Run(ctx, s.rdb, []string{s.bucketKey(backend, clientID)}, clientID, proposed, millis(ttl)).Text()
+	key, err := s.bucket(ctx, backend, clientID)
 	if err != nil {
 		return store.Claim{}, fmt.Errorf("redis get-or-claim: %w", err)
 	}
-	c, err := parseClaim(reply)
+	room, reserved := s.reserve(backend)
+	fields := 0 // no room under MaxBindings: no new field
+	if reserved {
+		fields = maxBucketFields
+	}
+	c, err := s.claim(ctx, key, clientID, proposed, ttl, fields)
+	if reserved && room != nil {
+		room.done(c.Claimed)
+	}
 	if err != nil {
 		return store.Claim{}, fmt.Errorf("redis get-or-claim: %w", err)
 	}
-	if s.cache != nil {
+	if s.cache != nil && !c.NotStored {
 		s.cache.fill(t, clientID, c, ttl)
 	}
 	return c, nil
+}
+
+// claim runs the claim script; fields is the most a bucket may hold for a
+// new binding to be stored.
+func (s *Store) claim(ctx context.Context, key, clientID, proposed string, ttl time.Duration, fields int) (store.Claim, error) {
+	reply, err := claimScript.Run(ctx, s.rdb, []string{key}, clientID, proposed, millis(ttl), fields).Text()
+	if err != nil {
+		return store.Claim{}, s.classify(err)
+	}
+	return s.parseClaim(reply)
 }
 
 // Move implements store.Store in one round trip. Claimed is true when the
@@ -105,12 +118,16 @@ func (s *Store) Move(ctx context.Context, backend, clientID, from, to string, tt
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	reply, err := moveScript.Run(ctx, s.rdb, []string{s.bucketKey(backend, clientID)},
-		clientID, from, to, millis(ttl), s.channel, invMessage(backend, clientID)).Text()
+	key, err := s.bucket(ctx, backend, clientID)
 	if err != nil {
 		return store.Claim{}, fmt.Errorf("redis move: %w", err)
 	}
-	c, err := parseClaim(reply)
+	reply, err := moveScript.Run(ctx, s.rdb, []string{key},
+		clientID, from, to, millis(ttl), s.channel, invMessage(backend, clientID)).Text()
+	if err != nil {
+		return store.Claim{}, fmt.Errorf("redis move: %w", s.classify(err))
+	}
+	c, err := s.parseClaim(reply)
 	if err != nil {
 		return store.Claim{}, fmt.Errorf("redis move: %w", err)
 	}
@@ -122,7 +139,11 @@ func (s *Store) Get(ctx context.Context, backend, clientID string) (store.Bindin
 	if err := checkBackend(backend); err != nil {
 		return store.Binding{}, fmt.Errorf("redis get: %w", err)
 	}
-	res, err := getScript.Run(ctx, s.rdb, []string{s.bucketKey(backend, clientID)}, clientID).Slice()
+	key, err := s.bucket(ctx, backend, clientID)
+	if err != nil {
+		return store.Binding{}, fmt.Errorf("redis get: %w", err)
+	}
+	res, err := getScript.Run(ctx, s.rdb, []string{key}, clientID).Slice()
 	if errors.Is(err, goredis.Nil) {
 		return store.Binding{}, store.ErrNotFound
 	}
@@ -154,11 +175,16 @@ func (s *Store) Put(ctx context.Context, b store.Binding) error {
 	if err := errors.Join(checkBackend(b.Backend), checkServer(b.Server)); err != nil {
 		return fmt.Errorf("redis put: %w", err)
 	}
-	err := putScript.Run(ctx, s.rdb, []string{s.bucketKey(b.Backend, b.ClientID)},
-		b.ClientID, encodeServer(b.Server, b.Pinned), millis(b.TTL), s.channel, invMessage(b.Backend, b.ClientID)).Err()
+	key, err := s.bucket(ctx, b.Backend, b.ClientID)
 	if err != nil {
 		return fmt.Errorf("redis put: %w", err)
 	}
+	err = putScript.Run(ctx, s.rdb, []string{key},
+		b.ClientID, encodeServer(b.Server, b.Pinned), millis(b.TTL), s.channel, invMessage(b.Backend, b.ClientID)).Err()
+	if err != nil {
+		return fmt.Errorf("redis put: %w", s.classify(err))
+	}
+	s.wrote()
 	return nil
 }
 
@@ -167,9 +193,13 @@ func (s *Store) Delete(ctx context.Context, backend, clientID string) error {
 	if err := checkBackend(backend); err != nil {
 		return fmt.Errorf("redis delete: %w", err)
 	}
-	n, err := delScript.Run(ctx, s.rdb, []string{s.bucketKey(backend, clientID)}, clientID, s.channel, invMessage(backend, clientID)).Int()
+	key, err := s.bucket(ctx, backend, clientID)
 	if err != nil {
 		return fmt.Errorf("redis delete: %w", err)
+	}
+	n, err := delScript.Run(ctx, s.rdb, []string{key}, clientID, s.channel, invMessage(backend, clientID)).Int()
+	if err != nil {
+		return fmt.Errorf("redis delete: %w", s.classify(err))
 	}
 	if n == 0 {
 		return store.ErrNotFound
@@ -189,7 +219,7 @@ func (s *Store) SetDraining(ctx context.Context, backend, server string, drainin
 		err = s.rdb.SRem(ctx, s.drainKey(backend), server).Err()
 	}
 	if err != nil {
-		return fmt.Errorf("redis set-draining: %w", err)
+		return fmt.Errorf("redis set-draining: %w", s.classify(err))
 	}
 	return nil
 }

@@ -3,6 +3,8 @@ package redis
 import (
 	"context"
 	"fmt"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -146,7 +148,7 @@ func TestCacheRefreshKeepsTheBindingAlive(t *testing.T) {
 			t.Fatalf("binding changed to %+v", c)
 		}
 	}
-	v, err := raw.HGet(ctx, s.bucketKey("be", "dev"), "dev").Result()
+	v, err := raw.HGet(ctx, keyOf(t, s, "be", "dev"), "dev").Result()
 	exp, _, _ := decodeValue(v)
 	d := time.Duration(exp-time.Now().UnixMilli()) * time.Millisecond
 	if err != nil || d < ttl-2*refreshEvery(ttl)-200*time.Millisecond {
@@ -169,12 +171,12 @@ func TestCacheRefreshNeverRecreates(t *testing.T) {
 	if _, err := s.GetOrClaim(ctx, "be", "dev", "s1", ttl); err != nil {
 		t.Fatal(err)
 	}
-	raw.HDel(ctx, s.bucketKey("be", "dev"), "dev")
+	raw.HDel(ctx, keyOf(t, s, "be", "dev"), "dev")
 	waitFor(t, "the entry to go", func() bool {
 		_, ok := cachedServer(s, "dev")
 		return !ok
 	})
-	if ok, err := raw.HExists(ctx, s.bucketKey("be", "dev"), "dev").Result(); err != nil || ok {
+	if ok, err := raw.HExists(ctx, keyOf(t, s, "be", "dev"), "dev").Result(); err != nil || ok {
 		t.Fatalf("the refresh re-created the binding: %v, %v", ok, err)
 	}
 }
@@ -283,4 +285,43 @@ func TestCacheEntriesAgeOut(t *testing.T) {
 	if _, ok := c.lookup("be", []byte("dev"), 1600*time.Millisecond); ok {
 		t.Fatal("an entry unconfirmed for twice refreshEvery still answered")
 	}
+}
+
+// The cache is bounded in bytes, not only entries: ids past CacheMaxIDLen
+// are not held, and a full cache of the longest ids it holds stays near
+// the 23 MiB the configuration promises for 100000 entries. (Before, 100000
+// entries of 16 KB ids were 1.6 GB.)
+func TestCacheBoundedInBytes(t *testing.T) {
+	const size = 100000
+	c := newCache(size, "p:")
+	c.enabled.Store(true)
+	claim := store.Claim{Server: "node-1"}
+	long := strings.Repeat("x", 16<<10)
+	for i := range 1000 {
+		id := fmt.Sprintf("%06d", i) + long
+		c.fill(c.take("be", id), id, claim, time.Hour)
+	}
+	if n := c.stats().Entries; n != 0 {
+		t.Fatalf("%d entries of 16 KB ids cached, want 0", n)
+	}
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	pad := strings.Repeat("y", CacheMaxIDLen-8)
+	for i := range 2 * size {
+		id := fmt.Sprintf("%08d", i) + pad
+		c.fill(c.take("be", id), id, claim, time.Hour)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	st := c.stats()
+	grown := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("%d entries of %d-byte ids: heap grew %.1f MiB (%d bytes an entry)", st.Entries, CacheMaxIDLen, float64(grown)/(1<<20), grown/int64(st.Entries))
+	if st.Entries > size || st.Entries < size*9/10 {
+		t.Fatalf("%d entries, want about %d", st.Entries, size)
+	}
+	if grown > 25<<20 {
+		t.Fatalf("a full cache takes %d bytes, want under 25 MiB", grown)
+	}
+	runtime.KeepAlive(c)
 }

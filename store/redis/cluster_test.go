@@ -45,7 +45,7 @@ func testClusterSpread(t *testing.T, c *testenv.RedisCluster, nodes []*goredis.C
 	buckets := map[string]bool{}
 	for i := range n {
 		id := fmt.Sprintf("client-%d", i)
-		buckets[s.bucketKey("be", id)] = true
+		buckets[keyOf(t, s, "be", id)] = true
 		if _, err := s.GetOrClaim(ctx, "be", id, "s1", time.Hour); err != nil {
 			t.Fatal(err)
 		}
@@ -63,8 +63,8 @@ func testClusterSpread(t *testing.T, c *testenv.RedisCluster, nodes []*goredis.C
 		}
 		total += int(size)
 	}
-	if total != keys {
-		t.Errorf("masters hold %d keys in all, want %d buckets", total, keys)
+	if total != keys+1 {
+		t.Errorf("masters hold %d keys in all, want %d buckets and the hash key", total, keys)
 	}
 	for i := range n {
 		if b, err := s.Get(ctx, "be", fmt.Sprintf("client-%d", i)); err != nil || b.Server != "s1" {
@@ -83,7 +83,7 @@ func testClusterList(t *testing.T, c *testenv.RedisCluster) {
 	keys := make([]string, n)
 	for i := range n {
 		id := fmt.Sprintf("c%04d", i)
-		keys[i] = s.bucketKey("be", id)
+		keys[i] = keyOf(t, s, "be", id)
 		if err := s.Put(ctx, store.Binding{Backend: "be", ClientID: id, Server: fmt.Sprintf("s%d", i%5), TTL: time.Hour}); err != nil {
 			t.Fatal(err)
 		}

@@ -39,20 +39,38 @@
 //
 // With the default Prefix "stickyd:":
 //
-//	bindings  <Prefix>h:<backend>:<bucket>     HASH    field: client id; value: "<expiry>|<server>"
+//	bindings  <Prefix>b:<backend>:<bucket>     HASH    field: client id; value: "<expiry>|<server>"
+//	hash key  <Prefix>hashkey                  STRING  32 hex digits: the bucket hash's key
 //	draining  <Prefix>drain:<backend>          SET     names of draining servers
 //	(channel) <Prefix>inv                      pub/sub "<backend>:<client id>" of every changed binding
 //
 // A backend's bindings are spread over 65536 hash buckets: <bucket> is the
-// low 16 bits of FNV-1a 32 of the client id, as four lowercase hex digits
-// (client id "c/1 x" of backend "be" lives in "stickyd:h:be:e29a"). Small
+// low 16 bits of SipHash-2-4 of the client id under the hash key, as four
+// lowercase hex digits (under key 000102...0f, client id "c/1 x" of backend
+// "be" lives in "stickyd:b:be:7e62"). The key is random, made by the first
+// Store to find none (SET NX) and read by every other on first use, so
+// clients cannot choose ids that share a bucket (hashkey.go); Ping puts it
+// back if it went. The first layout ("h:" buckets, unkeyed FNV-1a) is not
+// read. Small
 // hashes are stored by Redis as listpacks, about 58 bytes per binding with
 // 24-byte ids against about 160 for a string key with its own TTL (with
 // few bindings, a bucket's own key costs about as much again). A bucket
 // past hash-max-listpack-entries fields (512 in Redis 7's default
 // configuration: some 30 million bindings in one backend) or holding an id
 // or value past hash-max-listpack-value bytes (64) becomes a regular hash
-// table: still correct, about 100 bytes per binding.
+// table: still correct, about 100 bytes per binding. A claim adds no field
+// to a bucket of maxBucketFields (1024), and sweeps and retimes take one
+// HSCAN step, so no script's work grows with what clients send.
+//
+// # Bounds and read-only
+//
+// Options.MaxBindings caps each backend (limits.go): a claim past it
+// stores nothing and replies Claim.NotStored. When Redis refuses writes
+// (OOM at maxmemory with noeviction, READONLY on a replica), writes fail
+// with an error wrapping store.ErrReadOnly, while a claim of an existing
+// binding still returns it (its TTL reset is a soft write inside the
+// script); Stats().ReadOnly reports the state until a write succeeds (Ping
+// probes for it).
 //
 // The value is the expiry in Redis-clock unix milliseconds (0: never),
 // '|', and the server, prefixed with '!' when pinned. Expiry is per binding,

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -41,7 +44,20 @@ type Options struct {
 	// CacheSize, when positive, keeps up to that many recent bindings in
 	// process, kept coherent with Redis over pub/sub (see cache.go): a
 	// reconnect is then answered without a round trip. 0 disables it.
+	// Ids longer than CacheMaxIDLen are not cached, which bounds its memory.
 	CacheSize int
+	// MaxBindings caps the bindings of each backend: past it a new client
+	// gets Claim.NotStored and nothing is written. The count is every
+	// bucket's length (expired fields included until swept), taken every
+	// CountInterval, plus the bindings this Store made since: agents sharing
+	// the Redis can overshoot by what the others made within one interval.
+	// Default DefaultMaxBindings; negative means no cap.
+	MaxBindings int
+	// CountInterval is how often bindings are counted for MaxBindings.
+	// Default DefaultCountInterval.
+	CountInterval time.Duration
+	// Logger receives the store's rare warnings. Default: discarded.
+	Logger *slog.Logger
 	// Client, when set, is used instead of dialing URL (tests, custom
 	// set-ups). It must be a *goredis.Client (standalone, or a sentinel
 	// failover client) or a *goredis.ClusterClient on a Redis Cluster; the
@@ -61,6 +77,11 @@ type Store struct {
 	cache     *cache // nil when disabled
 	stopCache context.CancelFunc
 	cacheDone sync.WaitGroup
+
+	log  *slog.Logger
+	hk   atomic.Pointer[sipKey] // the shared hash key, once read
+	hkMu sync.Mutex
+	limits
 }
 
 var _ store.Store = (*Store)(nil)
@@ -83,7 +104,14 @@ func (s *Store) SetOnChange(fn func(backend, clientID string)) bool {
 // is down works once Redis answers. Errors come only from bad options. ctx
 // is not used: cluster topology is discovered lazily by the client.
 func New(ctx context.Context, opts Options) (*Store, error) {
-	s := &Store{prefix: opts.Prefix, opTimeout: opts.OpTimeout, rdb: opts.Client}
+	s := &Store{prefix: opts.Prefix, opTimeout: opts.OpTimeout, rdb: opts.Client, log: opts.Logger}
+	s.maxBindings, s.countReq = opts.MaxBindings, make(chan struct{}, 1)
+	if s.maxBindings == 0 {
+		s.maxBindings = DefaultMaxBindings
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
 	if s.prefix == "" {
 		s.prefix = DefaultPrefix
 	}
@@ -114,13 +142,21 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		return nil, s.reject(fmt.Sprintf("%T is not supported (want *redis.Client or *redis.ClusterClient)", s.rdb))
 	}
 	s.channel = s.prefix + invChannel
+	bctx, cancel := context.WithCancel(context.Background())
+	s.stopCache = cancel
 	if opts.CacheSize > 0 {
 		s.cache = newCache(opts.CacheSize, s.prefix)
-		cctx, cancel := context.WithCancel(context.Background())
-		s.stopCache = cancel
 		s.cacheDone.Add(2)
-		go func() { defer s.cacheDone.Done(); s.cache.subscribe(cctx, s.rdb) }()
-		go func() { defer s.cacheDone.Done(); s.cache.refresher(cctx, s) }()
+		go func() { defer s.cacheDone.Done(); s.cache.subscribe(bctx, s.rdb) }()
+		go func() { defer s.cacheDone.Done(); s.cache.refresher(bctx, s) }()
+	}
+	if s.maxBindings > 0 {
+		every := opts.CountInterval
+		if every <= 0 {
+			every = DefaultCountInterval
+		}
+		s.cacheDone.Add(1)
+		go func() { defer s.cacheDone.Done(); s.counting(bctx, every) }()
 	}
 	return s, nil
 }
@@ -133,13 +169,14 @@ func (s *Store) CacheStats() CacheStats {
 	return s.cache.stats()
 }
 
-// Stats reports the local cache, when it is on.
+// Stats reports the local cache, when it is on, and the read-only state.
 func (s *Store) Stats() store.Stats {
-	if s.cache == nil {
-		return store.Stats{}
+	st := store.Stats{ReadOnly: s.readOnly.Load()}
+	if s.cache != nil {
+		cs := s.cache.stats()
+		st.Cache = &cs
 	}
-	cs := s.cache.stats()
-	return store.Stats{Cache: &cs}
+	return st
 }
 
 // Inline is the local cache's path, nil when the cache is off.
@@ -179,7 +216,9 @@ func (s *Store) Client() goredis.UniversalClient { return s.rdb }
 func (s *Store) Close() error {
 	if s.stopCache != nil {
 		s.stopCache()
-		s.cache.stop()
+		if s.cache != nil {
+			s.cache.stop()
+		}
 		s.cacheDone.Wait()
 		s.stopCache = nil
 	}
@@ -193,7 +232,10 @@ func (s *Store) Close() error {
 }
 
 // Ping implements store.Store. On Redis Cluster it pings every master, so
-// that a shard that does not answer makes the store unhealthy.
+// that a shard that does not answer makes the store unhealthy. It also
+// restores the shared hash key if it went and, while Redis refuses writes,
+// probes whether it takes them again (Stats.ReadOnly): a read-only store
+// still answers, so Ping does not fail for it.
 func (s *Store) Ping(ctx context.Context) error {
 	var err error
 	if s.cluster != nil {
@@ -209,5 +251,9 @@ func (s *Store) Ping(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("redis ping: %w", err)
 	}
+	if err := s.checkHashKey(ctx); err != nil {
+		return fmt.Errorf("redis ping: %w", err)
+	}
+	s.probeWritable(ctx)
 	return nil
 }

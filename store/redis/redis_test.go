@@ -77,32 +77,35 @@ func TestKeyLayout(t *testing.T) {
 	defer s.Close()
 	raw := rawClient(t, r)
 
-	// The bucket is FNV-1a 32 of the id, low 16 bits, in hex: fixed values,
-	// since every agent sharing a Redis must compute the same.
-	for id, want := range map[string]string{"c/1 x": "e29a", "p": "43ef", "": "9dc5"} {
-		if k := s.bucketKey("be", id); k != "stickyd:h:be:"+want {
-			t.Errorf("bucket of %q = %q, want stickyd:h:be:%s", id, k, want)
+	// The bucket is SipHash-2-4 of the id under the key in stickyd:hashkey,
+	// low 16 bits, in hex: fixed values for a fixed key.
+	if err := raw.Set(ctx, "stickyd:hashkey", "000102030405060708090a0b0c0d0e0f", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]string{"c/1 x": "7e62", "p": "7fe4", "": "0e31"} {
+		if k := keyOf(t, s, "be", id); k != "stickyd:b:be:"+want {
+			t.Errorf("bucket of %q = %q, want stickyd:b:be:%s", id, k, want)
 		}
 	}
 	before := time.Now().UnixMilli()
 	if _, err := s.GetOrClaim(ctx, "be", "c/1 x", "s1", time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	v, err := raw.HGet(ctx, "stickyd:h:be:e29a", "c/1 x").Result()
+	v, err := raw.HGet(ctx, "stickyd:b:be:7e62", "c/1 x").Result()
 	exp, server, pinned := decodeValue(v)
 	if err != nil || server != "s1" || pinned || exp < before+time.Minute.Milliseconds()-1000 || exp > time.Now().UnixMilli()+time.Minute.Milliseconds()+1000 {
 		t.Fatalf("raw value = %q, %v; want <now+60000>|s1", v, err)
 	}
-	if d, err := raw.PTTL(ctx, "stickyd:h:be:e29a").Result(); err != nil || d <= 0 || d > time.Minute {
+	if d, err := raw.PTTL(ctx, "stickyd:b:be:7e62").Result(); err != nil || d <= 0 || d > time.Minute {
 		t.Fatalf("bucket PTTL = %v, %v; want up to the field's minute", d, err)
 	}
 	if err := s.Put(ctx, store.Binding{Backend: "be", ClientID: "p", Server: "s2", Pinned: true}); err != nil {
 		t.Fatal(err)
 	}
-	if v, err := raw.HGet(ctx, "stickyd:h:be:43ef", "p").Result(); err != nil || v != "0|!s2" {
+	if v, err := raw.HGet(ctx, "stickyd:b:be:7fe4", "p").Result(); err != nil || v != "0|!s2" {
 		t.Fatalf("raw pinned value = %q, %v", v, err)
 	}
-	if d, err := raw.PTTL(ctx, "stickyd:h:be:43ef").Result(); err != nil || d != -1 {
+	if d, err := raw.PTTL(ctx, "stickyd:b:be:7fe4").Result(); err != nil || d != -1 {
 		t.Fatalf("PTTL of a bucket holding a binding without expiry = %v, %v", d, err)
 	}
 	if err := s.SetDraining(ctx, "be", "s3", true); err != nil {
@@ -113,11 +116,11 @@ func TestKeyLayout(t *testing.T) {
 	}
 	// Values written by hand are read back the same way; one without an
 	// expiry part is a server that never expires.
-	raw.HSet(ctx, s.bucketKey("be", "hand"), "hand", "0|!s4")
+	raw.HSet(ctx, keyOf(t, s, "be", "hand"), "hand", "0|!s4")
 	if b, err := s.Get(ctx, "be", "hand"); err != nil || b.Server != "s4" || !b.Pinned || b.TTL != 0 {
 		t.Fatalf("Get = %+v, %v", b, err)
 	}
-	raw.HSet(ctx, s.bucketKey("be", "bare"), "bare", "s5")
+	raw.HSet(ctx, keyOf(t, s, "be", "bare"), "bare", "s5")
 	if c, err := s.GetOrClaim(ctx, "be", "bare", "s1", time.Minute); err != nil || c.Server != "s5" || c.Claimed {
 		t.Fatalf("GetOrClaim of a bare value = %+v, %v", c, err)
 	}
@@ -133,13 +136,17 @@ func TestBucketLifetime(t *testing.T) {
 	raw := rawClient(t, r)
 	// Ids that share one bucket.
 	var ids []string
-	want := bucketOf("seed")
+	k, err := s.hashKey(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bucketOf(k, "seed")
 	for i := 0; len(ids) < 3; i++ {
-		if id := fmt.Sprint("id-", i); bucketOf(id) == want {
+		if id := fmt.Sprint("id-", i); bucketOf(k, id) == want {
 			ids = append(ids, id)
 		}
 	}
-	key := s.bucketKey("be", ids[0])
+	key := keyOf(t, s, "be", ids[0])
 	pttl := func() time.Duration {
 		d, err := raw.PTTL(ctx, key).Result()
 		if err != nil {
@@ -311,11 +318,11 @@ func TestDeleteIfScriptSparesMovedBinding(t *testing.T) {
 	if _, err := s.GetOrClaim(ctx, "be", "c", "s2", 0); err != nil { // "moved" to s2
 		t.Fatal(err)
 	}
-	n, err := deleteIfScript.Run(ctx, s.rdb, []string{s.bucketKey("be", "c")}, "s1", "!s1", s.channel, "be:").Int()
+	n, err := deleteIfScript.Run(ctx, s.rdb, []string{keyOf(t, s, "be", "c")}, "s1", "!s1", s.channel, "be:").Int()
 	if err != nil || n != 0 {
 		t.Fatalf("delete-if s1 = %d, %v; want 0", n, err)
 	}
-	n, err = deleteIfScript.Run(ctx, s.rdb, []string{s.bucketKey("be", "c")}, "s2", "!s2", s.channel, "be:").Int()
+	n, err = deleteIfScript.Run(ctx, s.rdb, []string{keyOf(t, s, "be", "c")}, "s2", "!s2", s.channel, "be:").Int()
 	if err != nil || n != 1 {
 		t.Fatalf("delete-if s2 = %d, %v; want 1", n, err)
 	}
@@ -453,7 +460,7 @@ func TestListSparseBackend(t *testing.T) {
 	pipe := raw.Pipeline()
 	for i := range 20000 {
 		id := fmt.Sprint(i)
-		pipe.HSet(ctx, s.bucketKey("noise", id), id, "0|s")
+		pipe.HSet(ctx, keyOf(t, s, "noise", id), id, "0|s")
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		t.Fatal(err)
@@ -501,7 +508,7 @@ func TestListUnderChurn(t *testing.T) {
 	s := newTestStore(t, r)
 	raw := rawClient(t, r)
 	pipe := raw.Pipeline()
-	put := func(c goredis.Cmdable, id string) { c.HSet(ctx, s.bucketKey("be", id), id, "0|s") }
+	put := func(c goredis.Cmdable, id string) { c.HSet(ctx, keyOf(t, s, "be", id), id, "0|s") }
 	for i := range 1000 {
 		put(pipe, fmt.Sprintf("stable-%d", i))
 	}
@@ -536,7 +543,7 @@ func TestListUnderChurn(t *testing.T) {
 			pipe := raw.Pipeline()
 			for i := range next {
 				id := fmt.Sprintf("churn-%d", i)
-				pipe.HDel(ctx, s.bucketKey("be", id), id)
+				pipe.HDel(ctx, keyOf(t, s, "be", id), id)
 			}
 			if _, err := pipe.Exec(ctx); err != nil {
 				t.Fatal(err)
@@ -544,7 +551,7 @@ func TestListUnderChurn(t *testing.T) {
 		case page%5 == 0:
 			put(raw, fmt.Sprintf("churn-%d", next))
 			id := fmt.Sprintf("churn-%d", next-7)
-			raw.HDel(ctx, s.bucketKey("be", id), id)
+			raw.HDel(ctx, keyOf(t, s, "be", id), id)
 			next++
 		}
 	}

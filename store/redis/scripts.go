@@ -19,7 +19,13 @@ import (
 //
 // Claim and move reply "1"+server when they wrote the binding, "0"+server
 // when they returned the one in force (a pinned server keeps its '!'): a
-// single bulk string is the cheapest reply to parse.
+// single bulk string is the cheapest reply to parse. Claim adds "2" (the
+// binding in force, its TTL not reset: Redis refused the write) and "3"
+// (no binding, none stored: the backend or bucket is full).
+//
+// No script walks more than a bounded part of a bucket: sweep and retime
+// take one HSCAN step, and a claim does not add a field to a bucket of
+// maxBucketFields (so deleteIf's HGETALL is bounded too).
 
 // luaLib is prepended to every script.
 const luaLib = `
@@ -39,8 +45,16 @@ local function value(exp, server) return string.format('%.0f', exp) .. '|' .. se
 -- The bucket's own TTL covers its longest-lived field; a bucket holding a
 -- field that never expires has none. retime recomputes it from every field
 -- (after a never-expiring field goes); a bucket of dead fields is removed.
+-- Its work is bounded: a bucket too large for one HSCAN step (a listpack
+-- is always walked whole, and is small) is left without a TTL, and its
+-- fields go one by one as sweeps find them dead.
 local function retime(now)
-  local all = redis.call('HGETALL', KEYS[1])
+  local r = redis.call('HSCAN', KEYS[1], '0', 'COUNT', 128)
+  if r[1] ~= '0' then
+    redis.call('PERSIST', KEYS[1])
+    return
+  end
+  local all = r[2]
   local max = 0
   for i = 2, #all, 2 do
     local exp = parse(all[i])
@@ -57,20 +71,31 @@ local function retime(now)
   end
 end
 -- sweep drops expired fields; writes call it now and then (one in
--- sixteen), so a live bucket does not keep dead bindings for long.
+-- sixteen), so a live bucket does not keep dead bindings for long. One
+-- bounded HSCAN step from a position that moves with the clock: the whole
+-- of a listpack, some 64 fields of a larger hash.
 local function sweep(now)
   if now % 16 ~= 0 then return end
-  local all = redis.call('HGETALL', KEYS[1])
+  local r = redis.call('HSCAN', KEYS[1], string.format('%.0f', math.floor(now / 16) % 1048576), 'COUNT', 64)
+  local all = r[2]
   for i = 1, #all, 2 do
     if not live(parse(all[i + 1]), now) then redis.call('HDEL', KEYS[1], all[i]) end
   end
 end
 -- write sets a field and keeps the bucket's TTL covering it. old is the
--- expiry of the value it replaces (nil for none).
-local function write(id, exp, server, now, old)
+-- expiry of the value it replaces (nil for none). A soft write reports a
+-- refused HSET (Redis at maxmemory: OOM) by returning false instead of
+-- failing the script, so that a read that only meant to reset a TTL still
+-- answers.
+local function write(id, exp, server, now, old, soft)
   -- -2: a new bucket; -1: another field never expires.
   local pttl = redis.call('PTTL', KEYS[1])
-  redis.call('HSET', KEYS[1], id, value(exp, server))
+  if soft then
+    local r = redis.pcall('HSET', KEYS[1], id, value(exp, server))
+    if type(r) == 'table' and r.err then return false end
+  else
+    redis.call('HSET', KEYS[1], id, value(exp, server))
+  end
   if exp == 0 then
     if pttl >= 0 then redis.call('PERSIST', KEYS[1]) end
   elseif old == 0 then
@@ -79,6 +104,7 @@ local function write(id, exp, server, now, old)
     redis.call('PEXPIRE', KEYS[1], exp - now)
   end
   sweep(now)
+  return true
 end
 local function expiry(ttl, now)
   if ttl > 0 then return now + ttl end
@@ -87,8 +113,11 @@ end
 `
 
 const (
-	// ARGV: id, proposed server, ttl ms (0: none). An existing unpinned
-	// binding that expires gets its TTL reset.
+	// ARGV: id, proposed server, ttl ms (0: none), the most fields the
+	// bucket may hold for a new binding to be stored (0: none may be). An
+	// existing unpinned binding that expires gets its TTL reset; when Redis
+	// refuses that write the binding is still returned, as "2"+server. A
+	// new binding that may not be stored replies "3"+proposed.
 	claimSrc = luaLib + `
 local now = now_ms()
 local ttl = tonumber(ARGV[3])
@@ -98,11 +127,16 @@ if v then
   local exp, cur = parse(v)
   if live(exp, now) then
     if ttl > 0 and exp ~= 0 and string.sub(cur, 1, 1) ~= '!' then
-      write(ARGV[1], now + ttl, cur, now, exp)
+      if not write(ARGV[1], now + ttl, cur, now, exp, true) then
+        return '2' .. cur
+      end
     end
     return '0' .. cur
   end
   old = exp
+end
+if not v and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
+  return '3' .. ARGV[2]
 end
 write(ARGV[1], expiry(ttl, now), ARGV[2], now, old)
 return '1' .. ARGV[2]
@@ -213,7 +247,7 @@ if not live(exp, now) then
 end
 local ttl = tonumber(ARGV[3])
 if cur == ARGV[2] and ttl > 0 and exp ~= 0 then
-  write(ARGV[1], now + ttl, cur, now, exp)
+  write(ARGV[1], now + ttl, cur, now, exp, true) -- refused at maxmemory: still confirmed
 end
 return cur
 `
