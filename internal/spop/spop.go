@@ -91,28 +91,23 @@ func ValidateFrame(b []byte) (FrameInfo, error) {
 		return fi, badFrame("fragmented or aborted frame (flags %#x)", flags)
 	}
 	switch fi.Type {
-	case FrameHAProxyHello:
+	case FrameHAProxyHello, FrameHAProxyDisconnect:
 		return fi, r.KVList(func(name string, t byte, v Value) error {
+			want, known := wellKnown[name]
+			if !known {
+				return nil
+			}
+			if t != want {
+				return badFrame("%s: %s is type %d, want %d", frameName(fi.Type), name, t, want)
+			}
 			switch name {
 			case "healthcheck":
-				if t != TypeBool {
-					return badFrame("hello: healthcheck is type %d, want bool", t)
-				}
 				fi.Healthcheck = v.B
 			case "max-frame-size":
-				if t != TypeUint32 {
-					return badFrame("hello: max-frame-size is type %d, want uint32", t)
-				}
 				fi.MaxFrameSize = uint32(v.U)
-			case "engine-id", "supported-versions", "capabilities":
-				if t != TypeString {
-					return badFrame("hello: %s is type %d, want string", name, t)
-				}
 			}
 			return nil
 		})
-	case FrameHAProxyDisconnect:
-		return fi, r.KVList(func(string, byte, Value) error { return nil })
 	case FrameNotify:
 		for len(r.B) > 0 {
 			if _, err := r.Bytes(); err != nil {
@@ -136,6 +131,27 @@ func ValidateFrame(b []byte) (FrameInfo, error) {
 	default:
 		return fi, badFrame("unexpected frame type %d", fi.Type)
 	}
+}
+
+// wellKnown types the keys of HELLO and DISCONNECT frames (doc/SPOE.txt
+// §3.2). The library type-asserts healthcheck, max-frame-size and engine-id
+// in both frame types without checking, so any of them mistyped would panic
+// there; the others are checked so nothing odd passes as HAProxy.
+var wellKnown = map[string]byte{
+	"supported-versions": TypeString,
+	"max-frame-size":     TypeUint32,
+	"capabilities":       TypeString,
+	"healthcheck":        TypeBool,
+	"engine-id":          TypeString,
+	"status-code":        TypeUint32,
+	"message":            TypeString,
+}
+
+func frameName(t byte) string {
+	if t == FrameHAProxyHello {
+		return "hello"
+	}
+	return "disconnect"
 }
 
 // Value is a decoded typed datum: B for booleans, U for integers, S for

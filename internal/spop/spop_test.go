@@ -41,6 +41,13 @@ func TestValidateFrame(t *testing.T) {
 		{"truncated ipv6", spoptest.Frame(FrameNotify, flagFin, 1, 1, append(spoptest.AppendString(append(spoptest.AppendString(nil, "m"), 1), "k"), TypeIPv6, 1, 2)), false},
 		{"hello healthcheck not bool", spoptest.Frame(FrameHAProxyHello, flagFin, 0, 0, spoptest.AppendKVs(nil, []kvp{{"healthcheck", "yes"}})), false},
 		{"hello max-frame-size not uint32", spoptest.Frame(FrameHAProxyHello, flagFin, 0, 0, spoptest.AppendKVs(nil, []kvp{{"max-frame-size", "big"}})), false},
+		{"disconnect healthcheck not bool", mistypedDisconnect, false},
+		{"disconnect max-frame-size not uint32", spoptest.Frame(FrameHAProxyDisconnect, flagFin, 0, 0, spoptest.AppendKVs(nil, []kvp{{"max-frame-size", "x"}})), false},
+		{"disconnect engine-id not string", spoptest.Frame(FrameHAProxyDisconnect, flagFin, 0, 0, spoptest.AppendKVs(nil, []kvp{{"engine-id", uint32(1)}})), false},
+		{"disconnect status-code not uint32", spoptest.Frame(FrameHAProxyDisconnect, flagFin, 0, 0, spoptest.AppendKVs(nil, []kvp{{"status-code", "0"}})), false},
+		{"disconnect message not string", spoptest.Frame(FrameHAProxyDisconnect, flagFin, 0, 0, spoptest.AppendKVs(nil, []kvp{{"message", true}})), false},
+		{"hello engine-id not string", spoptest.Frame(FrameHAProxyHello, flagFin, 0, 0, spoptest.AppendKVs(nil, []kvp{{"engine-id", []byte("e")}})), false},
+		{"hello unknown key of any type", spoptest.Frame(FrameHAProxyHello, flagFin, 0, 0, spoptest.AppendKVs(nil, []kvp{{"x-new", uint32(1)}})), true},
 		{"endless varint", spoptest.Frame(FrameNotify, flagFin, 1, 1, bytes.Repeat([]byte{0xff}, 20)), false},
 		{"short", []byte{0, 0, 0, 2, 3, 0}, false},
 	}
@@ -56,6 +63,11 @@ func TestValidateFrame(t *testing.T) {
 		})
 	}
 }
+
+// mistypedDisconnect is a DISCONNECT whose healthcheck is the string "x":
+// the library's unchecked type assertion panicked on it.
+var mistypedDisconnect = []byte{0x00, 0x00, 0x00, 0x16, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x0b,
+	'h', 'e', 'a', 'l', 't', 'h', 'c', 'h', 'e', 'c', 'k', 0x08, 0x01, 'x'}
 
 func TestFrameLen(t *testing.T) {
 	for _, tc := range []struct {
@@ -86,6 +98,11 @@ func FuzzValidateFrame(f *testing.F) {
 	f.Add(spoptest.Notify(1, 1, "stickyd-connect-mqtt", []kvp{{"backend", "mqtt"}, {"client_id", []byte("c")}, {"session_expiry", int64(3600)}, {"up_n1", false}})[4:])
 	f.Add(spoptest.Frame(FrameHAProxyDisconnect, flagFin, 0, 0, spoptest.AppendKVs(nil, []kvp{{"status-code", uint32(2)}}))[4:])
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	f.Add(mistypedDisconnect[4:])
+	for _, k := range []string{"max-frame-size", "engine-id", "healthcheck"} {
+		f.Add(spoptest.Frame(FrameHAProxyDisconnect, flagFin, 0, 0, spoptest.AppendKVs(nil, []kvp{{k, []byte("1")}}))[4:])
+		f.Add(spoptest.Frame(FrameHAProxyHello, flagFin, 0, 0, spoptest.AppendKVs(nil, []kvp{{k, nil}}))[4:])
+	}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		if len(body) > 1<<16 {
 			return
