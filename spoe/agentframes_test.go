@@ -1,14 +1,9 @@
 package spoe
 
 import (
-	"context"
-	"github.com/stickyd/stickyd/internal/spop"
-	"io"
-	"log/slog"
-	"net"
 	"testing"
-	"time"
 
+	"github.com/stickyd/stickyd/internal/spop"
 	"github.com/stickyd/stickyd/internal/spoptest"
 )
 
@@ -74,37 +69,6 @@ func TestAckWithoutServerHasNoAction(t *testing.T) {
 	if sid, fid, srv := ackServer(t, body); sid != 300 || fid != 2 || srv != "" {
 		t.Fatalf("sid %d fid %d server %q", sid, fid, srv)
 	}
-}
-
-// startServerMax is startServer with the agent's frame-size cap.
-func startServerMax(t *testing.T, d Decider, maxFrame int) (*Server, string) {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := NewServer(d, slog.New(slog.NewTextHandler(io.Discard, nil)), maxFrame)
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(l) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.Shutdown(ctx)
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return s, l.Addr().String()
-}
-
-func dialRaw(t *testing.T, addr string) net.Conn {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
 }
 
 func TestAgentFramesAppendAfterOthers(t *testing.T) {

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"github.com/stickyd/stickyd/internal/spop"
 	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"testing"
@@ -15,9 +14,7 @@ import (
 	"github.com/negasus/haproxy-spoe-go/frame"
 
 	"github.com/stickyd/stickyd/agent"
-	"github.com/stickyd/stickyd/config"
 	"github.com/stickyd/stickyd/internal/spoptest"
-	"github.com/stickyd/stickyd/store/memory"
 )
 
 // SPOE hot-path benchmarks: what one CONNECT costs the agent between
@@ -39,16 +36,7 @@ func benchNotify(sid uint64) []byte {
 // benchAgent is an agent on the memory store with benchClientID bound.
 func benchAgent(b *testing.B) *agent.Agent {
 	b.Helper()
-	cfg := config.Default()
-	cfg.Backends = []config.Backend{{Name: "mqtt", Key: config.KeyClientID, Servers: []config.Server{
-		{Name: "n1", Address: "127.0.0.1:1883", Weight: 1}, {Name: "n2", Address: "127.0.0.1:1884", Weight: 1},
-	}}}
-	st := memory.New(memory.Options{})
-	b.Cleanup(func() { _ = st.Close() })
-	a, err := agent.New(&cfg, st, slog.New(slog.NewTextHandler(io.Discard, nil)), agent.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	a := newAgent(b)
 	q := &agent.Query{Backend: "mqtt", ClientID: []byte(benchClientID)}
 	if d := a.Decide(context.Background(), q); d.Server == "" {
 		b.Fatalf("warm-up: %+v", d)
@@ -57,7 +45,7 @@ func benchAgent(b *testing.B) *agent.Agent {
 }
 
 func benchServer(b *testing.B, d Decider) *Server {
-	return NewServer(d, slog.New(slog.NewTextHandler(io.Discard, nil)), 65536)
+	return NewServer(d, discard, Limits{})
 }
 
 // libDecode decodes a frame with the library, as its worker does.
@@ -117,13 +105,12 @@ func BenchmarkFillQuery(b *testing.B) {
 // (TryDecide, as the connection goroutine does) and as a worker does
 // (Decide, with the store budget's context).
 func BenchmarkHandleWarm(b *testing.B) {
-	a := benchAgent(b)
-	s := benchServer(b, a)
+	s := benchServer(b, benchAgent(b))
 	f := libDecode(b, benchNotify(1))
 	for _, bc := range []struct {
 		name   string
-		inline InlineDecider
-	}{{"inline", a}, {"worker", nil}} {
+		inline bool
+	}{{"inline", true}, {"worker", false}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

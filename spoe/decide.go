@@ -3,7 +3,7 @@ package spoe
 import (
 	"errors"
 	"fmt"
-	"strconv"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -24,7 +24,7 @@ var queries = sync.Pool{New: func() any { return new(agent.Query) }}
 // inline set it decides only through TryDecide, and stops at the first
 // message that needs I/O: next is its index, to resume from, or -1 when
 // every message was decided.
-func (s *Server) decideMessages(msgs *message.Messages, from int, server string, inline InlineDecider) (result string, next int) {
+func (s *Server) decideMessages(msgs *message.Messages, from int, server string, inline bool) (result string, next int) {
 	defer func() {
 		if r := recover(); r != nil {
 			s.counters.panics.Add(1)
@@ -47,9 +47,9 @@ func (s *Server) decideMessages(msgs *message.Messages, from int, server string,
 			continue
 		}
 		var d agent.Decision
-		if inline != nil {
+		if inline {
 			var ok bool
-			if d, ok = inline.TryDecide(q); !ok {
+			if d, ok = s.decider.TryDecide(q); !ok {
 				return server, i
 			}
 		} else {
@@ -65,14 +65,8 @@ func (s *Server) decideMessages(msgs *message.Messages, from int, server string,
 
 type kvItem = kv.Item
 
-// backendLookup resolves server names to indexes for up_<server> args.
-type backendLookup interface {
-	Backend(name string) *agent.Backend
-}
-
 func (s *Server) fillQuery(q *agent.Query, items []kvItem) error {
 	var be *agent.Backend
-	bl, _ := s.decider.(backendLookup)
 	for _, it := range items {
 		switch it.Name {
 		case argBackend:
@@ -85,9 +79,7 @@ func (s *Server) fillQuery(q *agent.Query, items []kvItem) error {
 			default:
 				return fmt.Errorf("%s: want string, got %T", argBackend, it.Value)
 			}
-			if bl != nil {
-				be = bl.Backend(q.Backend)
-			}
+			be = s.decider.Backend(q.Backend)
 		case argClientID:
 			if b, ok := asBytes(it.Value); ok {
 				q.ClientID = b
@@ -102,7 +94,7 @@ func (s *Server) fillQuery(q *agent.Query, items []kvItem) error {
 			}
 		case argSessionExpiry:
 			if secs, ok := asUint(it.Value); ok {
-				q.SessionExpiry = time.Duration(min(secs, uint64(1<<32))) * time.Second
+				q.SessionExpiry = time.Duration(min(secs, math.MaxUint32)) * time.Second
 			}
 		}
 	}
@@ -132,8 +124,11 @@ func asBytes(v any) ([]byte, bool) {
 	return nil, false
 }
 
-// asUint accepts integer types and decimal strings (HAProxy may render an
-// MQTT property as text).
+// asUint reads the session expiry. HAProxy's mqtt_field_value renders
+// every MQTT integer property as decimal text (mqtt_uint2str, src/mqtt.c,
+// 2.6 to 3.3), typed BINARY as the converter's input is; never the raw
+// four bytes of the MQTT wire, so "3600" is 3600 whatever its length.
+// Integer types are accepted too, for a configuration that converts it.
 func asUint(v any) (uint64, bool) {
 	switch t := v.(type) {
 	case int32:
@@ -145,15 +140,26 @@ func asUint(v any) (uint64, bool) {
 	case uint64:
 		return t, true
 	case string:
-		n, err := strconv.ParseUint(t, 10, 64)
-		return n, err == nil
+		return decimal(t)
 	case []byte:
-		if len(t) == 4 {
-			// A raw four-byte integer, as the MQTT wire carries it.
-			return uint64(t[0])<<24 | uint64(t[1])<<16 | uint64(t[2])<<8 | uint64(t[3]), true
-		}
-		n, err := strconv.ParseUint(string(t), 10, 64)
-		return n, err == nil
+		return decimal(t)
 	}
 	return 0, false
+}
+
+// decimal parses unsigned decimal text without allocating; at most 19
+// digits, so it cannot overflow.
+func decimal[T string | []byte](s T) (uint64, bool) {
+	if len(s) == 0 || len(s) > 19 {
+		return 0, false
+	}
+	var n uint64
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	return n, true
 }

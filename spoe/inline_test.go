@@ -3,12 +3,12 @@ package spoe
 import (
 	"bytes"
 	"context"
-	"github.com/stickyd/stickyd/internal/spop"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/stickyd/stickyd/agent"
+	"github.com/stickyd/stickyd/internal/spop"
 	"github.com/stickyd/stickyd/internal/spoptest"
 )
 
@@ -16,6 +16,7 @@ import (
 // would) and sends every other one to the worker, which waits for release
 // when it is set.
 type inlineDecider struct {
+	realBackends
 	mu       sync.Mutex
 	inline   []string
 	worker   []string

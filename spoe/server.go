@@ -5,7 +5,6 @@
 package spoe
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -39,45 +38,54 @@ const (
 	argSeen = "seen"
 )
 
-// Decider is what the adapter needs from the agent.
+// Decider is what the adapter needs from the agent (*agent.Agent).
 type Decider interface {
+	// Decide answers q; it may wait on the store.
 	Decide(ctx context.Context, q *agent.Query) agent.Decision
-}
-
-// InlineDecider is a Decider that can often answer without waiting on I/O
-// (agent.Agent, on the memory store or a warm Redis cache). Such NOTIFY
-// frames are answered on the connection's own goroutine, with no hand-off,
-// and the ACKs of frames that arrived together leave in one write.
-type InlineDecider interface {
-	// TryDecide answers q, or returns false having done nothing.
+	// TryDecide answers q without waiting on I/O (the memory store, a warm
+	// Redis cache), or returns false having done nothing. Such NOTIFY
+	// frames are answered on the connection's own goroutine, with no
+	// hand-off, and the ACKs of frames that arrived together leave in one
+	// write.
 	TryDecide(q *agent.Query) (agent.Decision, bool)
+	// Backend resolves a backend for its server indexes (the up_<server>
+	// arguments); nil for an unknown backend.
+	Backend(name string) *agent.Backend
 }
 
 // Stats is a snapshot of what the adapter saw since start.
 type Stats struct {
 	Connections  int64  // open now
 	Accepted     uint64 // connections accepted
+	Refused      uint64 // connections closed at once: MaxConnections were open
 	Frames       uint64 // valid frames passed to the library
 	BadFrames    uint64 // connections closed for a bad frame
 	Panics       uint64 // panics recovered
 	Messages     uint64 // stickyd-connect messages handled
 	BadMessages  uint64 // messages with missing or mistyped args
 	HealthChecks uint64
+	// Connections closed by a deadline: no whole HELLO in time, a frame
+	// begun and not finished in time, idle past IdleTimeout, a write not
+	// taken in time.
+	HelloTimeouts, FrameTimeouts, IdleTimeouts, WriteTimeouts uint64
 }
 
 // counters are the live values behind Stats.
 type counters struct {
 	connections                                                              atomic.Int64
 	accepted, frames, badFrames, panics, messages, badMessages, healthChecks atomic.Uint64
+	refused, helloTimeouts, frameTimeouts, idleTimeouts, writeTimeouts       atomic.Uint64
 }
 
 // Stats returns the counters since start.
 func (s *Server) Stats() Stats {
 	c := &s.counters
 	return Stats{
-		Connections: c.connections.Load(), Accepted: c.accepted.Load(), Frames: c.frames.Load(),
+		Connections: c.connections.Load(), Accepted: c.accepted.Load(), Refused: c.refused.Load(), Frames: c.frames.Load(),
 		BadFrames: c.badFrames.Load(), Panics: c.panics.Load(), Messages: c.messages.Load(),
 		BadMessages: c.badMessages.Load(), HealthChecks: c.healthChecks.Load(),
+		HelloTimeouts: c.helloTimeouts.Load(), FrameTimeouts: c.frameTimeouts.Load(),
+		IdleTimeouts: c.idleTimeouts.Load(), WriteTimeouts: c.writeTimeouts.Load(),
 	}
 }
 
@@ -85,13 +93,15 @@ func (s *Server) Stats() Stats {
 // frames HAProxy sends; the rest is ours, for the guard rails that library
 // lacks and for speed: the accept and frame loops with connection tracking,
 // every frame validated (length first) before the library reads it, panics
-// recovered, the agent's frames encoded here (only string values), and a
-// graceful shutdown that lets in-flight frames finish.
+// recovered, the agent's frames encoded here (only string values), the
+// bounds of Limits, and a graceful shutdown that lets in-flight frames
+// finish.
 type Server struct {
-	decider      Decider
-	log          *slog.Logger
-	maxFrameSize int
-	counters     counters
+	decider  Decider
+	log      *slog.Logger
+	lim      Limits
+	counters counters
+	refusals rateLimit
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -105,12 +115,12 @@ type Server struct {
 	wg       sync.WaitGroup
 }
 
-// NewServer returns a server handing messages to d. maxFrameSize caps
-// accepted frames whatever HAProxy announces.
-func NewServer(d Decider, log *slog.Logger, maxFrameSize int) *Server {
+// NewServer returns a server handing messages to d, within lim (zero
+// fields take their defaults).
+func NewServer(d Decider, log *slog.Logger, lim Limits) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
-		decider: d, log: log, maxFrameSize: maxFrameSize,
+		decider: d, log: log, lim: lim.withDefaults(),
 		ctx: ctx, cancel: cancel,
 		conns:   map[*guardConn]struct{}{},
 		workers: workers{work: make(chan func()), done: ctx.Done()},
@@ -144,14 +154,19 @@ func (s *Server) Serve(l net.Listener) error {
 			return fmt.Errorf("spoe: accept: %w", err)
 		}
 		delay = 0
-		if tc, ok := c.(*net.TCPConn); ok {
-			_ = tc.SetNoDelay(true)
-		}
-		g := &guardConn{Conn: c, srv: s, maxFrame: min(s.maxFrameSize, helloMaxFrame), br: bufio.NewReaderSize(c, readBufSize)}
-		if !s.track(g, true) {
+		g := &guardConn{Conn: c, srv: s}
+		switch s.track(g, true) {
+		case refused:
+			s.refuse(c)
+			continue
+		case closing:
 			_ = c.Close()
 			return nil
 		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetNoDelay(true)
+		}
+		g.init()
 		s.counters.accepted.Add(1)
 		s.wg.Add(1)
 		go s.handleConn(g)
@@ -164,12 +179,23 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
-func (s *Server) track(g *guardConn, add bool) bool {
+type trackResult int
+
+const (
+	tracked trackResult = iota
+	refused             // MaxConnections are open
+	closing             // the server is shutting down
+)
+
+func (s *Server) track(g *guardConn, add bool) trackResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if add {
-		if s.closing {
-			return false
+		switch {
+		case s.closing:
+			return closing
+		case len(s.conns) >= s.lim.MaxConnections:
+			return refused
 		}
 		s.conns[g] = struct{}{}
 		s.counters.connections.Add(1)
@@ -177,7 +203,7 @@ func (s *Server) track(g *guardConn, add bool) bool {
 		delete(s.conns, g)
 		s.counters.connections.Add(-1)
 	}
-	return true
+	return tracked
 }
 
 func (s *Server) handleConn(g *guardConn) {

@@ -4,27 +4,38 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"github.com/stickyd/stickyd/internal/spop"
+	"errors"
 	"io"
-	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stickyd/stickyd/agent"
+	"github.com/stickyd/stickyd/internal/spop"
 	"github.com/stickyd/stickyd/internal/spoptest"
 )
 
+// fakeDecider answers every query on a worker (never inline) with answer,
+// recording it; its Backend is a real agent's.
 type fakeDecider struct {
+	realBackends
 	mu      sync.Mutex
 	queries []agent.Query
 	answer  string
 	block   chan struct{}
+	// entered, when set, receives each query as Decide starts.
+	entered chan struct{}
 	panicOn string
 }
 
+func (f *fakeDecider) TryDecide(*agent.Query) (agent.Decision, bool) { return agent.Decision{}, false }
+
 func (f *fakeDecider) Decide(_ context.Context, q *agent.Query) agent.Decision {
+	if f.entered != nil {
+		f.entered <- struct{}{}
+	}
 	if f.block != nil {
 		<-f.block
 	}
@@ -41,7 +52,7 @@ func (f *fakeDecider) Decide(_ context.Context, q *agent.Query) agent.Decision {
 
 func startServer(t *testing.T, d Decider) (*Server, string) {
 	t.Helper()
-	return startServerMax(t, d, 65536)
+	return startServerLim(t, d, Limits{})
 }
 
 // readFrame reads one frame and returns its body (after the length).
@@ -127,45 +138,84 @@ func TestServerAnswers(t *testing.T) {
 	}
 }
 
+// expectClosed reads c until the agent closes it, within a deadline far
+// shorter than any of the agent's own, and returns what it read.
+func expectClosed(t *testing.T, c net.Conn) []byte {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	b, err := io.ReadAll(c)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the agent did not close the connection (read %d bytes)", len(b))
+	}
+	return b
+}
+
 func TestServerSurvivesGarbage(t *testing.T) {
 	d := &fakeDecider{answer: "n1", panicOn: "panic-me"}
 	s, addr := startServer(t, d)
-	bad := map[string][]byte{
-		"http":              []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
-		"huge length":       {0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 1},
-		"zero length":       {0, 0, 0, 0},
-		"no arg count":      spoptest.Frame(spop.FrameNotify, flagFin, 1, 1, spoptest.AppendString(nil, "m")),
-		"notify before ack": spoptest.Notify(1, 1, MessageName, connectMsg([]byte("a"))),
-		"agent frame":       spoptest.Frame(103, flagFin, 0, 0, nil),
-		"truncated":         helloFrame(false)[:9],
+	bad := []struct {
+		name    string
+		payload []byte
+		hello   bool // the agent answers a HELLO before closing
+	}{
+		{"http", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), false},
+		{"huge length", []byte{0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 1}, false},
+		{"zero length", []byte{0, 0, 0, 0}, false},
+		{"no arg count", spoptest.Frame(spop.FrameNotify, flagFin, 1, 1, spoptest.AppendString(nil, "m")), false},
+		{"agent frame", spoptest.Frame(103, flagFin, 0, 0, nil), false},
+		{"mistyped disconnect", mistypedDisconnect, false},
+		{"mistyped disconnect after hello", append(helloFrame(false), mistypedDisconnect...), true},
+		{"malformed notify after hello", append(helloFrame(false), spoptest.Frame(spop.FrameNotify, flagFin, 1, 1, append(spoptest.AppendString(nil, "m"), 9))...), true},
 	}
-	for name, payload := range bad {
-		t.Run(name, func(t *testing.T) {
-			c, err := net.Dial("tcp", addr)
-			if err != nil {
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			before := s.Stats()
+			c := dialRaw(t, addr)
+			if _, err := c.Write(tc.payload); err != nil {
 				t.Fatal(err)
 			}
-			defer c.Close()
-			_, _ = c.Write(payload)
-			if name == "truncated" {
-				return
+			got := expectClosed(t, c)
+			if hello := len(got) > spop.HeaderLen && got[spop.HeaderLen] == spop.FrameAgentHello; hello != tc.hello {
+				t.Fatalf("AGENT-HELLO sent: %v, want %v (% x)", hello, tc.hello, got)
 			}
-			// The agent closes the connection (possibly after a hello reply).
-			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			_, _ = io.Copy(io.Discard, c)
+			waitStats(t, s, func(st Stats) bool { return st.BadFrames == before.BadFrames+1 && st.Connections == before.Connections })
+			if st := s.Stats(); st.Panics != before.Panics {
+				t.Fatalf("panics %d, want %d", st.Panics, before.Panics)
+			}
 		})
 	}
-	t.Run("malformed notify after hello", func(t *testing.T) {
-		c := dialHello(t, addr)
-		_, _ = c.Write(spoptest.Frame(spop.FrameNotify, flagFin, 1, 1, append(spoptest.AppendString(nil, "m"), 9)))
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		_, _ = io.Copy(io.Discard, c)
-	})
+	// Protocol errors the validator lets through (each frame is fine on
+	// its own) close the connection too, without counting a bad frame.
+	for _, tc := range []struct {
+		name    string
+		payload []byte
+	}{
+		{"notify before hello", spoptest.Notify(1, 1, MessageName, connectMsg([]byte("a")))},
+		{"second hello", append(helloFrame(false), helloFrame(false)...)},
+		{"disconnect before hello", spoptest.Frame(spop.FrameHAProxyDisconnect, flagFin, 0, 0, nil)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := s.Stats()
+			c := dialRaw(t, addr)
+			if _, err := c.Write(tc.payload); err != nil {
+				t.Fatal(err)
+			}
+			expectClosed(t, c)
+			waitStats(t, s, func(st Stats) bool { return st.Connections == before.Connections })
+			if st := s.Stats(); st.BadFrames != before.BadFrames || st.Messages != before.Messages {
+				t.Fatalf("bad frames %d messages %d, want %d and %d", st.BadFrames, st.Messages, before.BadFrames, before.Messages)
+			}
+		})
+	}
 	t.Run("handler panic", func(t *testing.T) {
+		before := s.Stats()
 		c := dialHello(t, addr)
 		_, _ = c.Write(spoptest.Notify(5, 1, MessageName, connectMsg([]byte("panic-me"))))
 		if _, _, srv := ackServer(t, readFrame(t, c)); srv != "" {
 			t.Fatalf("want an empty ACK after a panic, got %q", srv)
+		}
+		if st := s.Stats(); st.Panics != before.Panics+1 {
+			t.Fatalf("panics %d, want %d", st.Panics, before.Panics+1)
 		}
 	})
 	// Still serving.
@@ -174,8 +224,18 @@ func TestServerSurvivesGarbage(t *testing.T) {
 	if _, _, srv := ackServer(t, readFrame(t, c)); srv != "n1" {
 		t.Fatalf("after garbage: %q", srv)
 	}
-	if s.Stats().BadFrames == 0 || s.Stats().Panics == 0 {
-		t.Fatalf("stats not counted: bad=%d panics=%d", s.Stats().BadFrames, s.Stats().Panics)
+}
+
+// waitStats waits (a few seconds at most) for the server's counters to
+// satisfy ok: a connection's end is counted just after it closes.
+func waitStats(t *testing.T, s *Server, ok func(Stats) bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !ok(s.Stats()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats: %+v", s.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -199,17 +259,17 @@ func TestServerHealthcheck(t *testing.T) {
 }
 
 func TestServerGracefulShutdown(t *testing.T) {
-	d := &fakeDecider{answer: "n1", block: make(chan struct{})}
+	d := &fakeDecider{answer: "n1", block: make(chan struct{}), entered: make(chan struct{}, 1)}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewServer(d, slog.New(slog.NewTextHandler(io.Discard, nil)), 65536)
+	s := NewServer(d, discard, Limits{})
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(l) }()
 	c := dialHello(t, l.Addr().String())
 	_, _ = c.Write(spoptest.Notify(3, 1, MessageName, connectMsg([]byte("in-flight"))))
-	time.Sleep(50 * time.Millisecond) // let the frame reach the handler
+	<-d.entered // the frame reached the handler
 
 	shut := make(chan error, 1)
 	go func() {
@@ -217,11 +277,19 @@ func TestServerGracefulShutdown(t *testing.T) {
 		defer cancel()
 		shut <- s.Shutdown(ctx)
 	}()
-	// New connections are refused once shutting down.
-	time.Sleep(50 * time.Millisecond)
+	// Serve returns once the listener is closed; new connections are
+	// refused from then on, while the in-flight frame is still held.
+	if err := <-served; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
 	if c2, err := net.DialTimeout("tcp", l.Addr().String(), time.Second); err == nil {
 		c2.Close()
 		t.Fatal("listener still accepting during shutdown")
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) before the in-flight frame was answered", err)
+	default:
 	}
 	close(d.block)
 	if _, _, srv := ackServer(t, readFrame(t, c)); srv != "n1" {
@@ -229,9 +297,6 @@ func TestServerGracefulShutdown(t *testing.T) {
 	}
 	if err := <-shut; err != nil {
 		t.Fatalf("Shutdown: %v", err)
-	}
-	if err := <-served; err != nil {
-		t.Fatalf("Serve: %v", err)
 	}
 }
 
@@ -241,3 +306,8 @@ type kvp = spoptest.KV
 const flagFin = 0x01
 
 func helloFrame(healthcheck bool) []byte { return spoptest.Hello("test-engine", healthcheck) }
+
+// mistypedDisconnect is a DISCONNECT whose healthcheck is the string "x"
+// (issue 10): it reached the library's type assertion and panicked.
+var mistypedDisconnect = []byte{0x00, 0x00, 0x00, 0x16, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x0b,
+	'h', 'e', 'a', 'l', 't', 'h', 'c', 'h', 'e', 'c', 'k', 0x08, 0x01, 'x'}
