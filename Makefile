@@ -37,10 +37,18 @@ lint:
 
 vet: lint
 
-# Coverage-guided fuzzing of the SPOE frame decoder (seed corpus runs in `make test`).
+# Coverage-guided fuzzing of every decoder of outside bytes, FUZZTIME each
+# (their seed corpora run in `make test`): SPOE frames, SPOE messages and
+# arguments, API client-id paths, the configuration loader, the Runtime
+# API's answers.
 FUZZTIME ?= 60s
+FUZZ_TARGETS := ./internal/spop:FuzzValidateFrame ./spoe:FuzzFillQuery ./spoe:FuzzDecideMessages \
+	./api:FuzzClientIDPath ./config:FuzzParse ./haproxy:FuzzParseServersState
 fuzz:
-	$(GO) test ./haproxy -run '^$$' -fuzz FuzzValidateFrame -fuzztime $(FUZZTIME)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $${t#*:} ($${t%%:*}, $(FUZZTIME))"; \
+		$(GO) test $${t%%:*} -run '^$$' -fuzz "^$${t#*:}$$" -fuzztime $(FUZZTIME); \
+	done
 
 # Benchmarks (deploy/bench/README.md), about 6 minutes: the hot-path
 # micro-benchmarks (ns/op, allocs/op, into bench.out: compare runs with

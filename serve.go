@@ -107,7 +107,8 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *da
 	if d.spoeL, err = listenSPOE(cfg.SPOEListen); err != nil {
 		return nil, fmt.Errorf("listen for SPOE on %s: %w", cfg.SPOEListen, err)
 	}
-	d.spoe = spoe.NewServer(d.ag, log, cfg.MaxFrameSize)
+	d.spoe = spoe.NewServer(d.ag, log, spoe.Limits{MaxFrameSize: cfg.MaxFrameSize, MaxConnections: cfg.SPOEMaxConnections,
+		FrameTimeout: cfg.SPOEFrameTimeout.D(), IdleTimeout: cfg.SPOEIdleTimeout.D()})
 	d.mx.RegisterSPOE(d.spoe.Stats)
 	if cfg.APIListen == "" {
 		return d, nil

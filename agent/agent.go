@@ -17,10 +17,12 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -60,6 +62,7 @@ type Agent struct {
 	store     store.Store
 	log       *slog.Logger
 	ttl       time.Duration
+	maxTTL    time.Duration // caps what a session expiry asks for
 	timeout   time.Duration
 	drainPoll time.Duration
 	backends  map[string]*Backend
@@ -97,6 +100,7 @@ func New(cfg *config.Config, st store.Store, log *slog.Logger, opts Options) (*A
 		store:     st,
 		log:       log,
 		ttl:       cfg.TTL.D(),
+		maxTTL:    cmp.Or(cfg.MaxTTL.D(), math.MaxInt64), // 0: no cap
 		timeout:   cfg.StoreTimeout.D(),
 		drainPoll: opts.DrainPoll,
 		backends:  map[string]*Backend{},
@@ -198,7 +202,7 @@ func (a *Agent) prepare(q *Query) (p plan, d Decision, done bool) {
 	}
 	ttl := a.ttl
 	if ttl > 0 && q.SessionExpiry > ttl {
-		ttl = q.SessionExpiry
+		ttl = max(ttl, min(q.SessionExpiry, a.maxTTL))
 	}
 	return plan{b: b, key: key, proposed: b.Servers[choice].Name, ttl: ttl}, Decision{}, false
 }

@@ -308,20 +308,22 @@ func testDecide(t *testing.T, m decideMode) {
 			t.Fatalf("%+v", d)
 		}
 	})
-	t.Run("session expiry lengthens the ttl", func(t *testing.T) {
+	t.Run("session expiry lengthens the ttl, up to max_ttl", func(t *testing.T) {
 		st := newFake()
 		a := m.newAgent(t, st, 1, 1)
-		q := query("c1", true, true)
-		q.SessionExpiry = 48 * time.Hour
-		m.decide(a, q)
-		if st.lastTTL != 48*time.Hour {
-			t.Fatalf("ttl %v", st.lastTTL)
-		}
-		q = query("c2", true, true)
-		q.SessionExpiry = time.Second
-		m.decide(a, q)
-		if st.lastTTL != 30*time.Minute {
-			t.Fatalf("ttl %v", st.lastTTL)
+		for i, tc := range []struct{ expiry, want time.Duration }{
+			{0, 30 * time.Minute},
+			{time.Second, 30 * time.Minute}, // ttl is the floor
+			{12 * time.Hour, 12 * time.Hour},
+			{48 * time.Hour, 24 * time.Hour},               // max_ttl (default 24h) caps it
+			{math.MaxUint32 * time.Second, 24 * time.Hour}, // MQTT's "never expires"
+		} {
+			q := query(fmt.Sprintf("c%d", i), true, true)
+			q.SessionExpiry = tc.expiry
+			m.decide(a, q)
+			if st.lastTTL != tc.want {
+				t.Fatalf("session expiry %v: ttl %v, want %v", tc.expiry, st.lastTTL, tc.want)
+			}
 		}
 	})
 	t.Run("username key", func(t *testing.T) {

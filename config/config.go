@@ -49,6 +49,19 @@ type Config struct {
 	// agent answers without the store (fail open). Keep it well under
 	// haproxy.timeout_processing.
 	StoreTimeout Duration `yaml:"store_timeout"`
+	// SPOEMaxConnections caps open SPOE connections; past it a connection
+	// is closed as soon as it is accepted.
+	SPOEMaxConnections int `yaml:"spoe_max_connections"`
+	// SPOEFrameTimeout bounds a HELLO from the accept, every frame from
+	// its first byte, and every write of the agent.
+	SPOEFrameTimeout Duration `yaml:"spoe_frame_timeout"`
+	// SPOEIdleTimeout closes an SPOE connection with no frame for that
+	// long: far above HAProxy's own limits on the agent connections it
+	// keeps for reuse (config/spoe.go).
+	SPOEIdleTimeout Duration `yaml:"spoe_idle_timeout"`
+	// MaxTTL caps the TTL a client's MQTT 5 session expiry asks for.
+	MaxTTL Duration `yaml:"max_ttl"`
+
 	// MaxFrameSize caps SPOE frames the agent accepts, whatever HAProxy
 	// announces; larger frames close the connection before any allocation.
 	MaxFrameSize int       `yaml:"spoe_max_frame_size"`
@@ -141,6 +154,11 @@ func Default() Config {
 		TTL:          Duration(30 * time.Minute),
 		StoreTimeout: Duration(50 * time.Millisecond),
 		MaxFrameSize: 65536,
+		// SPOE bounds: see config/spoe.go.
+		SPOEMaxConnections: 1024,
+		SPOEFrameTimeout:   Duration(10 * time.Second),
+		SPOEIdleTimeout:    Duration(10 * time.Minute),
+		MaxTTL:             Duration(24 * time.Hour),
 		// At most about 23 MiB of agent memory: ids past 64 bytes are not
 		// cached (store/redis CacheMaxIDLen).
 		RedisCacheSize: 100000,

@@ -16,7 +16,7 @@ import (
 // accepts the other does.
 func (c *Config) Validate() error {
 	for _, check := range []func() error{
-		c.validateListeners, c.validateStore, c.validateStoreLimits, c.validateSPOE, c.validateLog,
+		c.validateListeners, c.validateStore, c.validateStoreLimits, c.validateSPOE, c.validateSPOELimits, c.validateLog,
 		c.validateBackends, c.validateHAProxy,
 	} {
 		if err := check(); err != nil {

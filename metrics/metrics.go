@@ -197,7 +197,22 @@ func (m *Metrics) RegisterSPOE(stats func() spoe.Stats) {
 		counter("messages_total", "stickyd-connect SPOE messages handled (one per MQTT CONNECT).", func(s spoe.Stats) uint64 { return s.Messages }),
 		counter("bad_messages_total", "stickyd-connect messages ignored for missing or mistyped arguments (HAProxy configuration out of step with stickyd).", func(s spoe.Stats) uint64 { return s.BadMessages }),
 		counter("health_checks_total", "SPOE health-check HELLOs from HAProxy.", func(s spoe.Stats) uint64 { return s.HealthChecks }),
+		counter("connections_refused_total", "SPOE connections closed as soon as accepted: spoe_max_connections were open.", func(s spoe.Stats) uint64 { return s.Refused }),
 	)
+	for _, t := range []struct {
+		phase string
+		v     func(spoe.Stats) uint64
+	}{
+		{"hello", func(s spoe.Stats) uint64 { return s.HelloTimeouts }},
+		{"frame", func(s spoe.Stats) uint64 { return s.FrameTimeouts }},
+		{"idle", func(s spoe.Stats) uint64 { return s.IdleTimeouts }},
+		{"write", func(s spoe.Stats) uint64 { return s.WriteTimeouts }},
+	} {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: Namespace, Subsystem: "spoe", Name: "timeouts_total",
+			Help:        "SPOE connections closed by a deadline, by phase: no whole HELLO within spoe_frame_timeout of the accept, a frame not whole within it of its first byte, no frame for spoe_idle_timeout, a write not taken within spoe_frame_timeout.",
+			ConstLabels: prometheus.Labels{"phase": t.phase}},
+			func() float64 { return float64(t.v(get())) }))
+	}
 }
 
 // perScrape wraps a Stats method so that one scrape, which reads every

@@ -481,7 +481,7 @@ func readSPOPFrame(t *testing.T, c net.Conn) []byte {
 
 func TestSPOEStats(t *testing.T) {
 	r := newRig(t)
-	srv := spoe.NewServer(r.agent, discard, 65536)
+	srv := spoe.NewServer(r.agent, discard, spoe.Limits{MaxConnections: 2, FrameTimeout: 300 * time.Millisecond})
 	r.m.RegisterSPOE(srv.Stats)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -530,18 +530,40 @@ func TestSPOEStats(t *testing.T) {
 	c3 := dial()
 	_, _ = c3.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 
-	deadline := time.Now().Add(5 * time.Second)
-	for srv.Stats().BadFrames != 1 || srv.Stats().Connections != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("bad frames %d, connections %d", srv.Stats().BadFrames, srv.Stats().Connections)
+	waitFor := func(what string, ok func(spoe.Stats) bool) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for !ok(srv.Stats()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %+v", what, srv.Stats())
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
+	waitFor("garbage closed", func(s spoe.Stats) bool { return s.BadFrames == 1 && s.Connections == 1 })
+	// With two open (MaxConnections), a third is refused.
+	c4 := dial()
+	if _, err := c4.Write(spoptest.Hello("test-engine", false)); err != nil {
+		t.Fatal(err)
+	}
+	readSPOPFrame(t, c4)
+	dial()
+	waitFor("refused", func(s spoe.Stats) bool { return s.Refused == 1 })
+	// A connection that never sends its HELLO is closed.
+	c4.Close()
+	waitFor("c4 closed", func(s spoe.Stats) bool { return s.Connections == 1 })
+	dial()
+	waitFor("hello timeout", func(s spoe.Stats) bool { return s.HelloTimeouts == 1 && s.Connections == 1 })
 
 	e := scrape(t, r.m.Handler())
 	e.expect(t, "stickyd_spoe_connections", nil, 1)
-	e.expect(t, "stickyd_spoe_connections_accepted_total", nil, 3)
-	e.expect(t, "stickyd_spoe_frames_total", nil, 3) // two HELLOs, one NOTIFY
+	e.expect(t, "stickyd_spoe_connections_accepted_total", nil, 5)
+	e.expect(t, "stickyd_spoe_connections_refused_total", nil, 1)
+	e.expect(t, "stickyd_spoe_timeouts_total", l("phase", "hello"), 1)
+	e.expect(t, "stickyd_spoe_timeouts_total", l("phase", "frame"), 0)
+	e.expect(t, "stickyd_spoe_timeouts_total", l("phase", "idle"), 0)
+	e.expect(t, "stickyd_spoe_timeouts_total", l("phase", "write"), 0)
+	e.expect(t, "stickyd_spoe_frames_total", nil, 4) // three HELLOs, one NOTIFY
 	e.expect(t, "stickyd_spoe_bad_frames_total", nil, 1)
 	e.expect(t, "stickyd_spoe_panics_total", nil, 0)
 	e.expect(t, "stickyd_spoe_messages_total", nil, 1)
@@ -662,7 +684,7 @@ func TestDashboard(t *testing.T) {
 
 	// Exercise everything, then gather once.
 	r := newRig(t)
-	srv := spoe.NewServer(r.agent, discard, 65536)
+	srv := spoe.NewServer(r.agent, discard, spoe.Limits{})
 	r.m.RegisterSPOE(srv.Stats)
 	r.m.RegisterStoreCache(func() store.CacheStats { return store.CacheStats{} })
 	r.decide("mqtt", "c1")

@@ -315,6 +315,7 @@ func (w *frameWriter) writeLocked(b []byte) error {
 	if _, err := w.conn.Write(b); err != nil {
 		if isTimeout(err) {
 			w.srv.counters.writeTimeouts.Add(1)
+			w.srv.stalled("write", w.conn.RemoteAddr())
 		}
 		_ = w.conn.Close()
 		return fmt.Errorf("spoe write: %w", err)

@@ -177,4 +177,3 @@ func FuzzDecideMessages(f *testing.F) {
 		}
 	})
 }
-

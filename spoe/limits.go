@@ -100,7 +100,20 @@ func (g *guardConn) timedOut() error {
 	default:
 		c.frameTimeouts.Add(1)
 	}
+	if g.phase != phaseIdle {
+		g.srv.stalled(g.phase.String(), g.RemoteAddr())
+	}
 	return fmt.Errorf("%s: %w", g.phase, errTimeout)
+}
+
+// stalled reports, at most every 10 s, a connection closed because its
+// peer stopped mid-exchange: HAProxy never does.
+func (s *Server) stalled(phase string, remote net.Addr) {
+	if s.stalls.allow(10 * time.Second) {
+		c := &s.counters
+		s.log.Warn("spoe: closing stalled connections", "phase", phase, "remote", remote.String(), "timeout", s.lim.FrameTimeout,
+			"hello_total", c.helloTimeouts.Load(), "frame_total", c.frameTimeouts.Load(), "write_total", c.writeTimeouts.Load())
+	}
 }
 
 // setReadDeadline moves the read deadline to t in phase p. It skips the

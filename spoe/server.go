@@ -101,7 +101,8 @@ type Server struct {
 	log      *slog.Logger
 	lim      Limits
 	counters counters
-	refusals rateLimit
+	refusals rateLimit // logs of refused connections
+	stalls   rateLimit // logs of deadlines passed mid-exchange
 
 	ctx    context.Context
 	cancel context.CancelFunc
