@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"sync/atomic"
 	"time"
 )
 
@@ -57,20 +56,9 @@ func (l Limits) withDefaults() Limits {
 // refuse closes a connection accepted past MaxConnections, before any
 // goroutine or buffer is spent on it.
 func (s *Server) refuse(c net.Conn) {
-	s.counters.refused.Add(1)
+	n := s.counters.refused.Add(1)
 	_ = c.Close()
-	if s.refusals.allow(10 * time.Second) {
-		s.log.Warn("spoe: refusing connections: spoe_max_connections are open", "max", s.lim.MaxConnections, "refused_total", s.counters.refused.Load())
-	}
-}
-
-// rateLimit lets one event through per interval.
-type rateLimit struct{ next atomic.Int64 }
-
-func (r *rateLimit) allow(every time.Duration) bool {
-	now := time.Now().UnixNano()
-	next := r.next.Load()
-	return now >= next && r.next.CompareAndSwap(next, now+int64(every))
+	s.refusals.Warn("spoe: refusing connections: spoe_max_connections are open", "max", s.lim.MaxConnections, "refused_total", n)
 }
 
 // phase is what the read deadline in force bounds.
@@ -109,11 +97,7 @@ func (g *guardConn) timedOut() error {
 // stalled reports, at most every 10 s, a connection closed because its
 // peer stopped mid-exchange: HAProxy never does.
 func (s *Server) stalled(phase string, remote net.Addr) {
-	if s.stalls.allow(10 * time.Second) {
-		c := &s.counters
-		s.log.Warn("spoe: closing stalled connections", "phase", phase, "remote", remote.String(), "timeout", s.lim.FrameTimeout,
-			"hello_total", c.helloTimeouts.Load(), "frame_total", c.frameTimeouts.Load(), "write_total", c.writeTimeouts.Load())
-	}
+	s.stalls.Warn("spoe: closing stalled connections", "phase", phase, "remote", remote.String(), "timeout", s.lim.FrameTimeout)
 }
 
 // setReadDeadline moves the read deadline to t in phase p. It skips the

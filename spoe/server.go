@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/stickyd/stickyd/agent"
+	"github.com/stickyd/stickyd/internal/ratelog"
 )
 
 // Names shared by the generated HAProxy configuration and the adapter.
@@ -101,8 +102,8 @@ type Server struct {
 	log      *slog.Logger
 	lim      Limits
 	counters counters
-	refusals rateLimit // logs of refused connections
-	stalls   rateLimit // logs of deadlines passed mid-exchange
+	refusals *ratelog.Logger // refused connections
+	stalls   *ratelog.Logger // deadlines passed mid-exchange
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -122,6 +123,7 @@ func NewServer(d Decider, log *slog.Logger, lim Limits) *Server {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Server{
 		decider: d, log: log, lim: lim.withDefaults(),
+		refusals: ratelog.New(log, ratelog.DefaultEvery), stalls: ratelog.New(log, ratelog.DefaultEvery),
 		ctx: ctx, cancel: cancel,
 		conns:   map[*guardConn]struct{}{},
 		workers: workers{work: make(chan func()), done: ctx.Done()},
