@@ -114,7 +114,7 @@ func (b *Backend) validateTransport(key string, t TLS) error {
 		return &Error{Key: key + ".proxy_protocol", Err: fmt.Errorf("%q: want \"\", v1, v2, v2-ssl or v2-ssl-cn", b.ProxyProtocol)}
 	}
 	switch b.HealthCheck {
-	case HealthCheckMQTT, HealthCheckTCP:
+	case "", HealthCheckMQTT, HealthCheckTCP: // "": mqtt, when not loaded by Parse
 	default:
 		return &Error{Key: key + ".health_check", Err: fmt.Errorf("%q: want mqtt or tcp", b.HealthCheck)}
 	}

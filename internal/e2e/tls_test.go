@@ -402,3 +402,56 @@ haproxy:
 		t.Fatalf("both CNs on %s, placed apart", nodeOf[cns[0]])
 	}
 }
+
+// `stickyd check-config` and `haproxy-config` name what is wrong with the
+// TLS set-up before HAProxy reads it: a missing certificate, a key that is
+// not the certificate's, cert_cn without client certificates.
+func TestCheckConfigNamesTLSProblems(t *testing.T) {
+	pki := testenv.NewPKI(t)
+	good := pki.Server(t)
+	dir := t.TempDir()
+	otherCert, _ := pki.Client(t, "other")
+	_, otherKey := pki.Client(t, "another")
+	mismatch := filepath.Join(dir, "mismatch.pem")
+	var pem []byte
+	for _, f := range []string{otherCert, otherKey} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pem = append(pem, b...)
+	}
+	if err := os.WriteFile(mismatch, pem, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := testenv.StickydBinary(t)
+	for _, tc := range []struct{ name, tls, key, want string }{
+		{"valid", fmt.Sprintf("{bind: \"127.0.0.1:8883\", crt: %s, ca: %s}", good, pki.CA), "cert_cn", ""},
+		{"missing certificate", "{bind: \"127.0.0.1:8883\", crt: " + filepath.Join(dir, "nope.pem") + "}", "client_id",
+			"config: haproxy.tls.crt: open " + filepath.Join(dir, "nope.pem") + ": no such file or directory"},
+		{"key of another certificate", "{bind: \"127.0.0.1:8883\", crt: " + mismatch + "}", "client_id",
+			"config: haproxy.tls.crt: " + mismatch + " with the key of " + mismatch + ": tls: private key does not match public key"},
+		{"cert_cn without ca", "{bind: \"127.0.0.1:8883\", crt: " + good + "}", "cert_cn",
+			"config: backends[0].key: cert_cn needs haproxy.tls.ca"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := filepath.Join(t.TempDir(), "stickyd.yaml")
+			y := "backends: [{name: mqtt, key: " + tc.key + ", servers: [{name: n1, address: \"[::1]:1883\"}]}]\nhaproxy: {tls: " + tc.tls + "}\n"
+			if err := os.WriteFile(cfg, []byte(y), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			for _, args := range [][]string{{"check-config", "--config", cfg}, {"haproxy-config", "--config", cfg, "--out", t.TempDir()}} {
+				out, err := exec.Command(bin, args...).CombinedOutput()
+				if tc.want == "" {
+					if err != nil {
+						t.Fatalf("%s: %v\n%s", args[0], err, out)
+					}
+					continue
+				}
+				if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.HasPrefix(string(out), tc.want) {
+					t.Fatalf("%s: %v, output %q; want exit 1 and %q", args[0], err, out, tc.want)
+				}
+			}
+		})
+	}
+}
