@@ -19,8 +19,7 @@ import (
 func TestMQTTHealthCheckMarksSilentBrokerDown(t *testing.T) {
 	n1, n2 := testenv.StartMosquitto(t, "n1"), testenv.StartMosquitto(t, "n2")
 	spoe, api, fe, tcpFE := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr(t)
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "admin.sock")
+	sock := filepath.Join(t.TempDir(), "admin.sock")
 	s := startTStack(t, fmt.Sprintf(`spoe_listen: %q
 api_listen: %q
 store_timeout: 200ms
@@ -45,27 +44,6 @@ haproxy:
 	if err != nil {
 		t.Fatal(err)
 	}
-	// check returns a server's status and check_status in `show stat`.
-	check := func(backend, server string) (status, checkStatus string) {
-		t.Helper()
-		out, err := rt.Command(context.Background(), "show stat")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lines := strings.Split(strings.TrimPrefix(out, "# "), "\n")
-		col := map[string]int{}
-		for i, name := range strings.Split(lines[0], ",") {
-			col[name] = i
-		}
-		for _, l := range lines[1:] {
-			if f := strings.Split(l, ","); len(f) > col["check_status"] && f[0] == backend && f[1] == server {
-				return f[col["status"]], f[col["check_status"]]
-			}
-		}
-		t.Fatalf("no %s/%s in:\n%s", backend, server, out)
-		return "", ""
-	}
-
 	clients := ids("silent", 60)
 	var onN2 []string
 	for id, node := range (&stack{t: t, feAddr: fe}).connectAll(clients) {
@@ -87,8 +65,8 @@ haproxy:
 	})
 	// The same socket passes a TCP check.
 	testenv.Eventually(t, 20*time.Second, func() error {
-		mq, mqc := check("mqtt", "n2")
-		tc, tcc := check("tcpchk", "n2")
+		mq, mqc := checkState(t, rt, "mqtt", "n2")
+		tc, tcc := checkState(t, rt, "tcpchk", "n2")
 		if mq != "DOWN" || mqc != "L7TOUT" || tc != "UP" || tcc != "L4OK" {
 			return fmt.Errorf("mqtt/n2 %s %s, tcpchk/n2 %s %s: want DOWN L7TOUT and UP L4OK", mq, mqc, tc, tcc)
 		}
@@ -113,4 +91,26 @@ haproxy:
 	}
 	t.Logf("silent n2: down by MQTT check (Layer7 timeout), up by TCP check; %d clients (%d were on n2) x 3 rounds, 0 failed, all on n1; "+
 		"the socket accepted %d connections, %d MQTT check CONNECTs, 0 from clients", len(clients), len(onN2), accepted, len(got))
+}
+
+// checkState returns a server's status and check_status from HAProxy's
+// `show stat`.
+func checkState(t *testing.T, rt *haproxy.RuntimeAPI, backend, server string) (status, checkStatus string) {
+	t.Helper()
+	out, err := rt.Command(context.Background(), "show stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimPrefix(out, "# "), "\n")
+	col := map[string]int{}
+	for i, name := range strings.Split(lines[0], ",") {
+		col[name] = i
+	}
+	for _, l := range lines[1:] {
+		if f := strings.Split(l, ","); len(f) > col["check_status"] && f[0] == backend && f[1] == server {
+			return f[col["status"]], f[col["check_status"]]
+		}
+	}
+	t.Fatalf("no %s/%s in:\n%s", backend, server, out)
+	return "", ""
 }

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -168,137 +167,6 @@ haproxy:
 	t.Logf("%d ids, %d connections over TLS and %d plain, each id on one node; spread %v", len(clients), len(clients)*(1+rounds), len(clients)*rounds, perNode)
 }
 
-// Brokers that refuse any connection without a PROXY v2 header (the test's
-// fake: mosquitto cannot read PROXY) behind proxy_protocol: v2, and HAProxy
-// behind a load balancer (accept_proxy): a storm of real MQTT clients, each
-// announcing its own source address in a PROXY header, connects without a
-// failure over both brokers, and each broker is told the client's address,
-// not HAProxy's. The brokers stay up, so the MQTT health checks carry the
-// header too. The plain bind is IPv6.
-func TestProxyV2ToBrokers(t *testing.T) {
-	b1, b2 := testenv.StartProxyBroker(t, "n1"), testenv.StartProxyBroker(t, "n2")
-	spoe, api, fe := testenv.FreeAddr(t), testenv.FreeAddr(t), testenv.FreeAddr6(t)
-	s := startTStack(t, fmt.Sprintf(`spoe_listen: %q
-api_listen: %q
-store_timeout: 200ms
-backends:
-  - name: mqtt
-    proxy_protocol: v2
-    servers:
-      - {name: n1, address: %q}
-      - {name: n2, address: %q}
-haproxy:
-  bind: %q
-  accept_proxy: true
-  timeout_processing: 1s
-  check_interval: 200ms
-`, spoe, api, b1.Addr, b2.Addr, fe), spoe, api, fe)
-	lbDst := &net.TCPAddr{IP: net.ParseIP("198.51.100.1"), Port: 1883}
-	s.waitAgent("warmup", func() error {
-		return testenv.ConnectBehindProxy(fe, "warmup", &net.TCPAddr{IP: net.ParseIP("192.0.2.1"), Port: 1000}, lbDst)
-	})
-	// Without the load balancer's header, HAProxy refuses the connection.
-	if err := testenv.ConnectOnly(fe, "no-header"); err == nil {
-		t.Fatal("a client without a PROXY header was accepted by an accept_proxy listener")
-	}
-
-	clients := ids("pp", 40)
-	const rounds = 5
-	type conn struct {
-		id       string
-		src, dst *net.TCPAddr
-	}
-	var work []conn
-	for r := 0; r < rounds; r++ {
-		for i, id := range clients {
-			c := conn{id: id, src: &net.TCPAddr{IP: net.IPv4(203, 0, 113, byte(1+i)), Port: 20000 + r}, dst: lbDst}
-			if i%2 == 1 { // IPv6 clients too
-				c.src = &net.TCPAddr{IP: net.ParseIP(fmt.Sprintf("2001:db8::%x", 1+i)), Port: 20000 + r}
-				c.dst = &net.TCPAddr{IP: net.ParseIP("2001:db8::ffff"), Port: 1883}
-			}
-			work = append(work, c)
-		}
-	}
-	var mu sync.Mutex
-	var failures []error
-	ch := make(chan conn)
-	var wg sync.WaitGroup
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for c := range ch {
-				if err := testenv.ConnectBehindProxy(fe, c.id, c.src, c.dst); err != nil {
-					mu.Lock()
-					failures = append(failures, fmt.Errorf("%s from %s: %w", c.id, c.src, err))
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	for _, c := range work {
-		ch <- c
-	}
-	close(ch)
-	wg.Wait()
-	if len(failures) > 0 {
-		t.Fatalf("%d of %d connects failed; first: %v", len(failures), len(work), failures[0])
-	}
-
-	want := map[string]conn{} // claimed source -> the connection
-	for _, c := range work {
-		want[c.src.String()] = c
-	}
-	node := map[string]string{}
-	perNode := map[string]int{}
-	// HAProxy's MQTT health checks: a PROXY v2 header (LOCAL), then a
-	// CONNECT with an empty client id.
-	testenv.Eventually(t, 10*time.Second, func() error {
-		for _, b := range []*testenv.ProxyBroker{b1, b2} {
-			checks := 0
-			for _, pc := range b.Conns() {
-				if pc.Local && pc.Connect && pc.ClientID == "" {
-					checks++
-				}
-			}
-			if checks < 3 {
-				return fmt.Errorf("%s: %d health checks so far", b.Name, checks)
-			}
-		}
-		return nil
-	})
-	for _, b := range []*testenv.ProxyBroker{b1, b2} {
-		for _, pc := range b.Conns() {
-			if pc.Local {
-				continue
-			}
-			if !strings.HasPrefix(pc.ClientID, "pp-") {
-				continue
-			}
-			c, ok := want[pc.Src]
-			if !ok || c.id != pc.ClientID || pc.Dst != c.dst.String() {
-				t.Fatalf("%s: %s arrived with PROXY %s -> %s; it claimed %v", b.Name, pc.ClientID, pc.Src, pc.Dst, c)
-			}
-			delete(want, pc.Src)
-			if prev, ok := node[pc.ClientID]; ok && prev != b.Name {
-				t.Fatalf("%s reached %s and %s", pc.ClientID, prev, b.Name)
-			}
-			node[pc.ClientID] = b.Name
-			perNode[b.Name]++
-		}
-		if b.Refused() != 0 {
-			t.Fatalf("%s refused %d connections without a PROXY v2 header", b.Name, b.Refused())
-		}
-	}
-	if len(want) != 0 || perNode["n1"] == 0 || perNode["n2"] == 0 {
-		t.Fatalf("%d connects never reached a broker; per node %v", len(want), perNode)
-	}
-	if strings.Contains(s.haproxy.Proc.Output(), " is DOWN") {
-		t.Fatalf("a broker was marked down:\n%s", s.haproxy.Proc.Output())
-	}
-	t.Logf("%d connects, 0 failed, each id on one node, every broker told the client's own address; per node %v", len(work), perNode)
-}
-
 // Clients keyed by their certificate (key: cert_cn, verified against
 // haproxy.tls.ca): real mosquitto_pub clients with two certificates, two
 // CNs, each connecting under a new client id every time, stay on one node
@@ -344,43 +212,22 @@ haproxy:
 		t.Fatal("a client without a certificate connected to a listener with haproxy.tls.ca")
 	}
 
-	// Two CNs the agent places on different nodes, so both nodes are used.
-	api2 := &apiClient{t: t, base: "http://" + api}
-	var cns []string
-	placed := map[string]bool{}
-	for i := 0; len(cns) < 2 && i < 64; i++ {
-		cn := fmt.Sprintf("device-%d", i)
-		if code, body := api2.do("GET", "/v1/backends/mqtt/placement/"+cn, nil); code == 200 && !placed[body["server"].(string)] {
-			placed[body["server"].(string)] = true
-			cns = append(cns, cn)
-		}
-	}
-	if len(cns) != 2 {
-		t.Fatalf("no two CNs placed apart: %v", cns)
-	}
+	cns := placedApart(t, api, "device-")
 	const connects = 6
+	var usedIDs []string
 	for _, cn := range cns {
 		c, k := pki.Client(t, cn)
 		for i := 0; i < connects; i++ {
-			if err := publish(fmt.Sprintf("%s-id-%d-%d", cn, i, time.Now().UnixNano()), c, k); err != nil {
+			id := fmt.Sprintf("%s-id-%d-%d", cn, i, time.Now().UnixNano())
+			usedIDs = append(usedIDs, id)
+			if err := publish(id, c, k); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
 	nodeOf := map[string]string{}
 	for _, cn := range cns {
-		nodes := map[string]int{}
-		for _, b := range []*testenv.ProxyBroker{b1, b2} {
-			for _, pc := range b.Conns() {
-				if pc.CN != cn {
-					continue
-				}
-				if !pc.SSL || !strings.HasPrefix(pc.ClientID, cn+"-id-") {
-					t.Fatalf("%s: connection %+v", b.Name, pc)
-				}
-				nodes[b.Name]++
-			}
-		}
+		nodes := cnNodes(t, []*testenv.ProxyBroker{b1, b2}, cn)
 		if len(nodes) != 1 {
 			t.Fatalf("%s reached %v, want one node", cn, nodes)
 		}
@@ -393,14 +240,57 @@ haproxy:
 				t.Fatalf("binding of %s: %q, want %s", cn, b, node)
 			}
 		}
-		if b := s.binding(cn + "-id-0"); b != "" {
-			t.Fatalf("a client id got a binding (%s): the key is the CN", b)
-		}
 		t.Logf("%s: %d connects under %d client ids, all on %v", cn, connects, connects, nodes)
 	}
 	if nodeOf[cns[0]] == nodeOf[cns[1]] {
 		t.Fatalf("both CNs on %s, placed apart", nodeOf[cns[0]])
 	}
+	for _, id := range usedIDs {
+		if b := s.binding(id); b != "" {
+			t.Fatalf("client id %s got a binding (%s): the key is the CN", id, b)
+		}
+	}
+}
+
+// placedApart returns two keys with prefix that the agent would place on
+// different servers (GET placement), so a test uses both nodes.
+func placedApart(t *testing.T, apiAddr, prefix string) []string {
+	t.Helper()
+	api := &apiClient{t: t, base: "http://" + apiAddr}
+	var keys []string
+	seen := map[string]bool{}
+	for i := 0; len(keys) < 2 && i < 64; i++ {
+		key := fmt.Sprintf("%s%d", prefix, i)
+		code, body := api.do("GET", "/v1/backends/mqtt/placement/"+key, nil)
+		if srv, _ := body["server"].(string); code == 200 && srv != "" && !seen[srv] {
+			seen[srv] = true
+			keys = append(keys, key)
+		}
+	}
+	if len(keys) != 2 {
+		t.Fatalf("no two keys placed apart: %v", keys)
+	}
+	return keys
+}
+
+// cnNodes counts, per broker, the client connections whose PROXY v2-ssl-cn
+// header carried cn; each must have come over TLS under a client id of its
+// own (cn-id-...).
+func cnNodes(t *testing.T, brokers []*testenv.ProxyBroker, cn string) map[string]int {
+	t.Helper()
+	nodes := map[string]int{}
+	for _, b := range brokers {
+		for _, pc := range b.Conns() {
+			if pc.CN != cn {
+				continue
+			}
+			if !pc.SSL || !strings.HasPrefix(pc.ClientID, cn+"-id-") {
+				t.Fatalf("%s: connection %+v", b.Name, pc)
+			}
+			nodes[b.Name]++
+		}
+	}
+	return nodes
 }
 
 // `stickyd check-config` and `haproxy-config` name what is wrong with the
