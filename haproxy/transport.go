@@ -1,6 +1,8 @@
 package haproxy
 
 import (
+	"time"
+
 	"github.com/stickyd/stickyd/config"
 )
 
@@ -41,6 +43,12 @@ func (d backendData) ProxyOpts(checked bool) string {
 		return " " + kw + " check-send-proxy"
 	}
 	return " " + kw
+}
+
+// MQTTCheckTimeout bounds the wait for the CONNACK: the check interval,
+// but at least a second, so a short interval does not fail a busy broker.
+func (d backendData) MQTTCheckTimeout() string {
+	return ms(config.Duration(max(d.Cfg.HAProxy.CheckInterval.D(), time.Second)))
 }
 
 // MQTTCheck reports whether the backend's health check speaks MQTT.

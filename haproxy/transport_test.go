@@ -84,6 +84,7 @@ func TestTransportLines(t *testing.T) {
 		"server d1 [2001:db8::1]:1883 track devices/d1 weight 1 id 1 send-proxy-v2-ssl-cn",
 		"server l1 127.0.0.1:1885 check inter 2000ms rise 2 fall 2 weight 1 id 1 send-proxy check-send-proxy",
 		"server agent1 [::1]:12345 check inter 1s rise 1 fall 2",
+		"timeout check 2000ms",
 		"tcp-check connect default linger",
 		"tcp-check send-binary 100c00044d5154540402000a0000 comment MQTT-CONNECT",
 		"tcp-check expect comment MQTT-CONNACK rbinary ^2002",
