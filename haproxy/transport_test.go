@@ -107,7 +107,7 @@ func TestTransportLines(t *testing.T) {
 		t.Errorf("the CN is read outside the cert_cn backend:\n%s", main)
 	}
 	s := string(spoe)
-	if !strings.Contains(s, "args backend=str(devices) client_id=var(sess.stickyd.cid) username=var(sess.stickyd.user) session_expiry=var(sess.stickyd.sexp) cert_cn=var(sess.stickyd.cn) up_d1=srv_is_up(devices/d1)\n") {
+	if !strings.Contains(s, "args backend=str(devices) client_id=var(sess.stickyd.cid) username=var(sess.stickyd.user) session_expiry=var(sess.stickyd.sexp) seen=var(sess.stickyd.seen) cert_cn=var(sess.stickyd.cn) up_d1=srv_is_up(devices/d1)\n") {
 		t.Errorf("cert_cn backend's message lacks the CN:\n%s", s)
 	}
 	if strings.Count(s, "cert_cn=") != 1 {
