@@ -14,7 +14,7 @@ build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) .
 
 # Installs haproxy, redis-server, redis-tools, mosquitto, mosquitto-clients,
-# curl and chromium (dashboard browser test) when missing.
+# curl, openssl (TLS tests) and chromium (dashboard browser test) when missing.
 deps:
 	@deploy/install-deps.sh
 

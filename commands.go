@@ -15,6 +15,9 @@ import (
 
 func checkConfig(path string, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(path)
+	if err == nil {
+		err = cfg.CheckTLSFiles() // HAProxy's files: only HAProxy's side reads them
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
@@ -28,6 +31,9 @@ func checkConfig(path string, stdout, stderr io.Writer) int {
 
 func haproxyConfig(path, out string, logConns bool, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(path)
+	if err == nil {
+		err = cfg.CheckTLSFiles()
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1

@@ -178,8 +178,11 @@ func (a *Agent) prepare(q *Query) (p plan, d Decision, done bool) {
 		return p, Decision{Outcome: OutcomeUnknownBackend}, true
 	}
 	key := q.ClientID
-	if b.keyUsername {
+	switch {
+	case b.keyUsername:
 		key = q.Username
+	case b.keyCertCN:
+		key = q.CertCN
 	}
 	b.observe(q)
 	if len(key) == 0 {

@@ -67,6 +67,7 @@ type Backend struct {
 	Name        string
 	Servers     []config.Server
 	keyUsername bool
+	keyCertCN   bool
 	index       map[string]int
 	seeds       []uint64
 	weights     []float64
@@ -83,6 +84,7 @@ func newBackend(bc config.Backend) *Backend {
 		Name:        bc.Name,
 		Servers:     append([]config.Server(nil), bc.Servers...),
 		keyUsername: bc.Key == config.KeyUsername,
+		keyCertCN:   bc.Key == config.KeyCertCN,
 		index:       map[string]int{},
 		up:          make([]atomic.Bool, len(bc.Servers)),
 		known:       make([]atomic.Bool, len(bc.Servers)),

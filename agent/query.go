@@ -56,6 +56,8 @@ type Query struct {
 	Backend  string
 	ClientID []byte
 	Username []byte
+	// CertCN is the CN of the verified client certificate (TLS listeners).
+	CertCN []byte
 	// SessionExpiry is the MQTT 5 session expiry interval, 0 when absent.
 	SessionExpiry time.Duration
 

@@ -79,11 +79,20 @@ type Log struct {
 // Backend is one HAProxy backend whose clients stickyd places.
 type Backend struct {
 	Name    string   `yaml:"name"`
-	Key     string   `yaml:"key"` // client_id or username
+	Key     string   `yaml:"key"` // client_id, username or cert_cn
 	Servers []Server `yaml:"servers"`
 	// Bind is this backend's frontend bind address in the generated
 	// HAProxy configuration; the first backend defaults to haproxy.bind.
 	Bind string `yaml:"bind"`
+	// TLSBind is this backend's TLS listener (terminated by HAProxy with
+	// haproxy.tls.crt); the first backend defaults to haproxy.tls.bind.
+	TLSBind string `yaml:"tls_bind"`
+	// ProxyProtocol is what HAProxy sends this backend's brokers, health
+	// checks included: "", v1, v2, v2-ssl or v2-ssl-cn.
+	ProxyProtocol string `yaml:"proxy_protocol"`
+	// HealthCheck is how HAProxy checks the brokers: mqtt (a CONNECT
+	// answered by a CONNACK, the default) or tcp (connect only).
+	HealthCheck string `yaml:"health_check"`
 }
 
 // Server is one broker node.
@@ -124,6 +133,11 @@ type HAProxy struct {
 	// LocalSize is how many entries that table holds (the oldest are
 	// dropped first).
 	LocalSize int `yaml:"local_size"`
+	// TLS is the frontend's MQTT-over-TLS listener (see transport.go).
+	TLS TLS `yaml:"tls"`
+	// AcceptProxy: every frontend listener expects a PROXY protocol header
+	// (HAProxy behind a load balancer that sends one).
+	AcceptProxy bool `yaml:"accept_proxy"`
 }
 
 // LocalFreshWindow is the freshness window in force: haproxy.local_fresh,
@@ -144,6 +158,9 @@ const ResolvConf = "resolv.conf"
 const (
 	KeyClientID = "client_id"
 	KeyUsername = "username"
+	// KeyCertCN is the common name of the client certificate, verified
+	// against haproxy.tls.ca on a TLS listener.
+	KeyCertCN = "cert_cn"
 )
 
 // Defaults applied before the file is read.
@@ -348,6 +365,7 @@ func (c *Config) finish() error {
 			b.Bind = c.HAProxy.Bind
 		}
 	}
+	c.finishTransport()
 	return c.Validate()
 }
 

@@ -17,7 +17,7 @@ import (
 func (c *Config) Validate() error {
 	for _, check := range []func() error{
 		c.validateListeners, c.validateStore, c.validateStoreLimits, c.validateSPOE, c.validateSPOELimits, c.validateLog,
-		c.validateBackends, c.validateHAProxy,
+		c.validateBackends, c.validateHAProxy, c.validateTransport,
 	} {
 		if err := check(); err != nil {
 			return err
@@ -129,8 +129,8 @@ func (b *Backend) validate(key string) error {
 	if !nameRE.MatchString(b.Name) {
 		return &Error{Key: key + ".name", Err: fmt.Errorf("%q: want 1-64 of A-Z a-z 0-9 _ . -", b.Name)}
 	}
-	if b.Key != KeyClientID && b.Key != KeyUsername {
-		return &Error{Key: key + ".key", Err: fmt.Errorf("%q: want client_id or username", b.Key)}
+	if b.Key != KeyClientID && b.Key != KeyUsername && b.Key != KeyCertCN {
+		return &Error{Key: key + ".key", Err: fmt.Errorf("%q: want client_id, username or cert_cn", b.Key)}
 	}
 	if len(b.Servers) == 0 {
 		return &Error{Key: key + ".servers", Err: errors.New("at least one server is required")}

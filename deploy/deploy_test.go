@@ -129,10 +129,21 @@ func tokenFile(t *testing.T) string {
 }
 
 // haproxyCheck generates the HAProxy configuration of cfg and runs
-// `haproxy -c` on it.
+// `haproxy -c` on it. The certificates the deployment mounts are replaced
+// by ones made here (openssl), at test paths.
 func haproxyCheck(t *testing.T, cfg *config.Config) {
 	t.Helper()
 	bin := testenv.RequireBinary(t, "haproxy")
+	if cfg.HAProxy.TLS.Crt != "" {
+		pki := testenv.NewPKI(t)
+		cfg.HAProxy.TLS.Crt = pki.Server(t)
+		if cfg.HAProxy.TLS.CA != "" {
+			cfg.HAProxy.TLS.CA = pki.CA
+		}
+		if err := cfg.CheckTLSFiles(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	dir := t.TempDir()
 	if err := haproxy.WriteConfig(cfg, dir, haproxy.GenOptions{}); err != nil {
 		t.Fatal(err)
@@ -409,6 +420,21 @@ func TestCompose(t *testing.T) {
 	_, apiPort := hostPort(t, cfg.APIListen)
 	if hc := strings.Join(sd.Healthcheck.Test, " "); !strings.Contains(hc, ":"+strconv.Itoa(apiPort)+"/") {
 		t.Errorf("stickyd healthcheck %q does not probe api_listen's port %d", hc, apiPort)
+	}
+	// The TLS listener: its certificate is mounted where the generator
+	// (which reads it) and HAProxy look, and its port is published.
+	if crt := cfg.HAProxy.TLS.Crt; crt == "" || cfg.Backends[0].TLSBind == "" {
+		t.Error("no TLS listener (haproxy.tls) in the compose example")
+	} else {
+		for name, s := range map[string]composeService{"haproxy-config": gen, "haproxy": hp} {
+			if src, _ := s.mount(crt); src != "./tls" {
+				t.Errorf("service %s: haproxy.tls.crt %s is not in the mounted ./tls (got %q)", name, crt, src)
+			}
+		}
+		_, tlsPort := hostPort(t, cfg.Backends[0].TLSBind)
+		if !slices.ContainsFunc(hp.Ports, func(p string) bool { return strings.HasSuffix(p, ":"+strconv.Itoa(tlsPort)) }) {
+			t.Errorf("haproxy publishes %v, not the TLS listener's port %d", hp.Ports, tlsPort)
+		}
 	}
 	// The generator runs without the token.
 	genCfg := loadConfig(t, filepath.Join(dockerDir, "stickyd.yaml"), nil)
@@ -865,6 +891,10 @@ type kVolume struct {
 	Secret *struct {
 		SecretName  string `yaml:"secretName"`
 		DefaultMode int    `yaml:"defaultMode"`
+		Items       []struct {
+			Key  string `yaml:"key"`
+			Path string `yaml:"path"`
+		} `yaml:"items"`
 	} `yaml:"secret"`
 	EmptyDir *struct {
 		Medium    string `yaml:"medium"`
@@ -1259,9 +1289,49 @@ func TestKubernetes(t *testing.T) {
 		}
 	}
 
+	checkKubeTLS(t, &cfg, vols, secretKeys, gen, hp, ks.services["mqtt"])
 	// The initContainer runs the generator without the token.
 	genCfg := loadConfig(t, cfgFile, nil)
 	haproxyCheck(t, &genCfg)
+}
+
+// checkKubeTLS: the TLS listener's certificate and key come from one
+// Secret's keys (see secret.example.yaml), mounted where the generator
+// (which reads them) and HAProxy look; the port is the container's and the
+// Service's.
+func checkKubeTLS(t *testing.T, cfg *config.Config, vols map[string]kVolume, secretKeys map[string][]string, gen, hp *kContainer, svc kService) {
+	t.Helper()
+	crt := cfg.HAProxy.TLS.Crt
+	if crt == "" || cfg.Backends[0].TLSBind == "" {
+		t.Error("no TLS listener (haproxy.tls) in the Kubernetes example")
+		return
+	}
+	for _, c := range []*kContainer{gen, hp} {
+		vol, mp := c.mountOf(crt)
+		v, ok := vols[vol]
+		if !ok || v.Secret == nil {
+			t.Errorf("%s: haproxy.tls.crt %s is not on a mounted Secret", c.Name, crt)
+			continue
+		}
+		paths := map[string]string{}
+		for _, it := range v.Secret.Items {
+			if !slices.Contains(secretKeys[v.Secret.SecretName], it.Key) {
+				t.Errorf("Secret %s has no key %s (see secret.example.yaml)", v.Secret.SecretName, it.Key)
+			}
+			paths[path.Join(mp, it.Path)] = it.Key
+		}
+		if paths[crt] == "" || paths[crt+".key"] == "" {
+			t.Errorf("%s: want %s and %s (the key, where HAProxy looks for it) from Secret %s, got %v", c.Name, crt, crt+".key", v.Secret.SecretName, paths)
+		}
+	}
+	_, tlsPort := hostPort(t, cfg.Backends[0].TLSBind)
+	found := false
+	for _, p := range svc.Spec.Ports {
+		found = found || (p.Port == tlsPort && hp.port(t, p.TargetPort) == tlsPort)
+	}
+	if !found {
+		t.Errorf("Service mqtt has no port %d to the haproxy container's TLS listener", tlsPort)
+	}
 }
 
 // TestKustomizeBuild renders the kustomization as `kubectl apply -k` would

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what stickyd's demo and tests run against, when missing:
 # haproxy, redis-server, mosquitto and mosquitto-clients, chromium (the
-# headless browser of the dashboard tests) and curl (the demo) (Debian/Ubuntu).
+# headless browser of the dashboard tests), curl (the demo) and openssl (the
+# TLS tests' certificates) (Debian/Ubuntu).
 # As root it runs apt-get; otherwise it uses sudo when that works without a
 # password prompt, or stops and prints the exact command to run.
 set -euo pipefail
@@ -15,6 +16,7 @@ declare -A pkg_of=(
   [mosquitto_pub]=mosquitto-clients
   [chromium]=chromium
   [curl]=curl
+  [openssl]=openssl
 )
 # mosquitto is in /usr/sbin on Debian, which a user's PATH may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -31,7 +33,7 @@ cmd="apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-in
 
 if ! command -v apt-get >/dev/null 2>&1; then
   echo "stickyd: missing ${missing[*]}, and this is not a Debian/Ubuntu system." >&2
-  echo "Install HAProxy (2.6 or later), Redis, Mosquitto and its clients, and Chromium with your package manager." >&2
+  echo "Install HAProxy (2.6 or later), Redis, Mosquitto and its clients, Chromium, curl and openssl with your package manager." >&2
   exit 1
 fi
 echo "stickyd: installing ${missing[*]}" >&2

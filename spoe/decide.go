@@ -92,6 +92,10 @@ func (s *Server) fillQuery(q *agent.Query, items []kvItem) error {
 			if n, ok := asUint(it.Value); ok && n > 0 && n <= agent.MaxServers {
 				q.SetSeen(int(n) - 1)
 			}
+		case argCertCN:
+			if b, ok := asBytes(it.Value); ok {
+				q.CertCN = b
+			}
 		case argSessionExpiry:
 			if secs, ok := asUint(it.Value); ok {
 				q.SessionExpiry = time.Duration(min(secs, math.MaxUint32)) * time.Second

@@ -32,6 +32,7 @@ const (
 	argBackend       = "backend"
 	argClientID      = "client_id"
 	argUsername      = "username"
+	argCertCN        = "cert_cn"
 	argSessionExpiry = "session_expiry"
 	argUpPrefix      = "up_"
 	// argSeen is the server HAProxy's own tables hold for the client (its

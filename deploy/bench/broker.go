@@ -99,8 +99,11 @@ func (b *broker) serve() {
 	}
 }
 
-// handle answers one connection. HAProxy's health checks connect and close
-// without a byte; anything that is not a CONNECT is dropped silently.
+// handle answers one connection. HAProxy's TCP health checks connect and
+// close without a byte; its MQTT health checks (stickyd's generated
+// configuration) send a CONNECT with an empty client id, answered but not
+// recorded: an empty id has no binding. Anything that is not a CONNECT is
+// dropped silently.
 func (b *broker) handle(c net.Conn) {
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
@@ -114,7 +117,9 @@ func (b *broker) handle(c net.Conn) {
 	if err != nil {
 		return
 	}
-	b.led.record(id, b.node)
+	if id != "" {
+		b.led.record(id, b.node)
+	}
 	if _, err := c.Write(appendConnack(buf[:0], level, b.name)); err != nil {
 		return
 	}

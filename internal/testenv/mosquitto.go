@@ -24,6 +24,7 @@ type Broker struct {
 	Addr string
 	Proc *Process
 	dir  string
+	host string // listener address: 127.0.0.1, or ::1 (StartMosquittoOn)
 	port int
 	// logPath is this run's log file; earlier runs' files stay beside it.
 	logPath string
@@ -33,11 +34,18 @@ type Broker struct {
 // answers NodeTopic with its name (a retained message).
 func StartMosquitto(t testing.TB, name string) *Broker {
 	t.Helper()
+	return StartMosquittoOn(t, name, "127.0.0.1")
+}
+
+// StartMosquittoOn is StartMosquitto listening on host (an IP literal:
+// "::1" for IPv6 loopback).
+func StartMosquittoOn(t testing.TB, name, host string) *Broker {
+	t.Helper()
 	RequireBinary(t, "mosquitto")
-	b := &Broker{Name: name, dir: t.TempDir()}
+	b := &Broker{Name: name, dir: t.TempDir(), host: host}
 	StartOnFreePorts(t, 1, func(ports []int) *Process {
 		b.port = ports[0]
-		b.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port))
+		b.Addr = net.JoinHostPort(host, strconv.Itoa(b.port))
 		b.launch(t)
 		return b.Proc
 	}, func(*Process) error {
@@ -63,7 +71,7 @@ func (b *Broker) launch(t testing.TB) {
 	t.Helper()
 	conf := filepath.Join(b.dir, "mosquitto.conf")
 	b.logPath = filepath.Join(b.dir, fmt.Sprintf("mosquitto-%d.log", time.Now().UnixNano()))
-	body := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest stdout\nlog_dest file %s\nlog_type notice\nlog_type error\nlog_type warning\nlog_timestamp false\nconnection_messages true\nmax_keepalive 65535\n", b.port, b.logPath)
+	body := fmt.Sprintf("listener %d %s\nallow_anonymous true\npersistence false\nlog_dest stdout\nlog_dest file %s\nlog_type notice\nlog_type error\nlog_type warning\nlog_timestamp false\nconnection_messages true\nmax_keepalive 65535\n", b.port, b.host, b.logPath)
 	if os.Geteuid() == 0 {
 		// As root, mosquitto drops to its own user, which cannot write
 		// into the test's private temporary directory.

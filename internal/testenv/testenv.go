@@ -33,7 +33,7 @@ func RequireBinary(t testing.TB, name string) string {
 	p, err := exec.LookPath(name)
 	if err != nil {
 		if os.Getenv(RequireEnv) == "1" {
-			t.Fatalf("%s not found on PATH (run deploy/install-deps.sh, or: apt-get install -y haproxy redis-server redis-tools mosquitto mosquitto-clients chromium)", name)
+			t.Fatalf("%s not found on PATH (run deploy/install-deps.sh, or: apt-get install -y haproxy redis-server redis-tools mosquitto mosquitto-clients chromium curl openssl)", name)
 		}
 		t.Skipf("%s not found on PATH; skipping (set %s=1 to fail instead)", name, RequireEnv)
 	}
