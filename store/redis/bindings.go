@@ -124,6 +124,7 @@ func (s *Store) Move(ctx context.Context, backend, clientID, from, to string, tt
 	}
 	reply, err := moveScript.Run(ctx, s.rdb, []string{key},
 		clientID, from, to, millis(ttl), s.channel, invMessage(backend, clientID)).Text()
+	s.forgetLocal(backend, clientID)
 	if err != nil {
 		return store.Claim{}, fmt.Errorf("redis move: %w", s.classify(err))
 	}
@@ -132,6 +133,15 @@ func (s *Store) Move(ctx context.Context, backend, clientID, from, to string, tt
 		return store.Claim{}, fmt.Errorf("redis move: %w", err)
 	}
 	return c, nil
+}
+
+// forgetLocal drops a binding this store changed (or may have: the call
+// failed after Redis ran it) from the local cache at once; other agents'
+// caches learn of it over pub/sub.
+func (s *Store) forgetLocal(backend, clientID string) {
+	if s.cache != nil {
+		s.cache.forget(backend, clientID)
+	}
 }
 
 // Get implements store.Store.
@@ -181,6 +191,7 @@ func (s *Store) Put(ctx context.Context, b store.Binding) error {
 	}
 	err = putScript.Run(ctx, s.rdb, []string{key},
 		b.ClientID, encodeServer(b.Server, b.Pinned), millis(b.TTL), s.channel, invMessage(b.Backend, b.ClientID)).Err()
+	s.forgetLocal(b.Backend, b.ClientID)
 	if err != nil {
 		return fmt.Errorf("redis put: %w", s.classify(err))
 	}
@@ -198,6 +209,7 @@ func (s *Store) Delete(ctx context.Context, backend, clientID string) error {
 		return fmt.Errorf("redis delete: %w", err)
 	}
 	n, err := delScript.Run(ctx, s.rdb, []string{key}, clientID, s.channel, invMessage(backend, clientID)).Int()
+	s.forgetLocal(backend, clientID)
 	if err != nil {
 		return fmt.Errorf("redis delete: %w", s.classify(err))
 	}

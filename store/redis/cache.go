@@ -298,6 +298,41 @@ func (c *cache) invalidate(msg string) {
 	c.invalidations.Add(1)
 }
 
+// forget drops a binding this store has just changed, without waiting for
+// its own invalidation to come back over pub/sub: the next connect through
+// this agent must see the change (a pin, an eviction, a move).
+func (c *cache) forget(backend, id string) {
+	b := c.backend(backend, false)
+	if b == nil {
+		return
+	}
+	sh := c.shard(b, id)
+	sh.mu.Lock()
+	sh.gen++
+	delete(sh.m, id)
+	sh.mu.Unlock()
+}
+
+// forgetServer drops every cached binding to server (after this store
+// deleted them all).
+func (c *cache) forgetServer(backend, server string) {
+	b := c.backend(backend, false)
+	if b == nil {
+		return
+	}
+	for i := range b.shards {
+		sh := &b.shards[i]
+		sh.mu.Lock()
+		sh.gen++
+		for id, e := range sh.m {
+			if e.server == server {
+				delete(sh.m, id)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
 // reset empties the cache and invalidates every ticket.
 func (c *cache) reset() {
 	c.resets.Add(1)

@@ -325,3 +325,43 @@ func TestCacheBoundedInBytes(t *testing.T) {
 	}
 	runtime.KeepAlive(c)
 }
+
+// A change this store makes is seen by its own next lookup at once, not
+// when its invalidation comes back over pub/sub (a pin through this
+// agent's API, then the client's next connect through this agent).
+func TestOwnChangesReachTheCacheAtOnce(t *testing.T) {
+	ctx := context.Background()
+	r := testenv.StartRedis(t)
+	s := cachedStore(t, r, "own:")
+	servers := []string{"s1", "s2"}
+	for i := range 200 {
+		id := fmt.Sprintf("dev-%d", i%10)
+		if _, err := s.GetOrClaim(ctx, "be", id, servers[0], time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		cachedServer(s, id) // warm
+		want := servers[i%2]
+		switch i % 3 {
+		case 0:
+			if err := s.Put(ctx, store.Binding{Backend: "be", ClientID: id, Server: want, TTL: time.Hour}); err != nil {
+				t.Fatal(err)
+			}
+		case 1:
+			c, err := s.GetOrClaim(ctx, "be", id, servers[0], time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Move(ctx, "be", id, c.Server, want, time.Hour); err != nil {
+				t.Fatal(err)
+			}
+		case 2:
+			if err := s.Delete(ctx, "be", id); err != nil {
+				t.Fatal(err)
+			}
+			want = "proposed" // gone: the lookup claims anew
+		}
+		if srv, ok := cachedServer(s, id); ok && srv != want {
+			t.Fatalf("round %d: the cache answered %s right after this store changed %s to %s", i, srv, id, want)
+		}
+	}
+}

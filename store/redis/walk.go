@@ -235,6 +235,9 @@ func (s *Store) DeleteByServer(ctx context.Context, backend, server string) (int
 		}
 		return nil
 	})
+	if s.cache != nil {
+		s.cache.forgetServer(backend, server)
+	}
 	if err != nil {
 		return deleted, fmt.Errorf("redis delete-by-server: %w", err)
 	}
