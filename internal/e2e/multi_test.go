@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -117,11 +118,19 @@ func TestAtomicFirstPlacementAcrossInstances(t *testing.T) {
 	clients := ids("race", 150)
 	var wg sync.WaitGroup
 	var failures sync.Map
-	for _, via := range []*stack{a, b, a, b} {
+	// A walks the ids forward and B backward, so each instance is first
+	// for some of them however fast either runs.
+	backward := slices.Clone(clients)
+	slices.Reverse(backward)
+	for i, via := range []*stack{a, b, a, b} {
+		order := clients
+		if i%2 == 1 {
+			order = backward
+		}
 		wg.Add(1)
 		go func(via *stack) {
 			defer wg.Done()
-			for _, id := range clients {
+			for _, id := range order {
 				// Connect-only: the same id connecting twice at once makes the
 				// broker take the older session over, which is not a failure.
 				if err := testenv.ConnectOnly(via.feAddr, id); err != nil {
