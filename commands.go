@@ -29,7 +29,7 @@ func checkConfig(path string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func haproxyConfig(path, out string, logConns bool, stdout, stderr io.Writer) int {
+func haproxyConfig(path, out, version string, logConns bool, stdout, stderr io.Writer) int {
 	cfg, err := config.Load(path)
 	if err == nil {
 		err = cfg.CheckTLSFiles()
@@ -38,12 +38,38 @@ func haproxyConfig(path, out string, logConns bool, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	if err := haproxy.WriteConfig(&cfg, out, haproxy.GenOptions{LogConnections: logConns}); err != nil {
+	v, from, err := targetVersion(version)
+	if err != nil {
+		fmt.Fprintln(stderr, "stickyd haproxy-config:", err)
+		return 1
+	}
+	if err := haproxy.WriteConfig(&cfg, out, haproxy.GenOptions{LogConnections: logConns, Version: v}); err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "wrote %s/%s and %s/%s\n", out, haproxy.ConfigFile, out, haproxy.SPOEFile)
+	fmt.Fprintf(stdout, "wrote %s/%s and %s/%s for HAProxy %s (%s)\n", out, haproxy.ConfigFile, out, haproxy.SPOEFile, v, from)
 	return 0
+}
+
+// targetVersion is the HAProxy line to generate for: --haproxy-version,
+// else the haproxy on PATH, else haproxy.DefaultVersion; from says which.
+func targetVersion(flag string) (v haproxy.Version, from string, err error) {
+	if flag != "" {
+		v, err = haproxy.ParseVersion(flag)
+		from = "--haproxy-version"
+	} else {
+		var ok bool
+		v, ok, err = haproxy.DetectVersion(context.Background())
+		from = "haproxy -v"
+		if err == nil && !ok {
+			v, from = haproxy.DefaultVersion, "default; no haproxy on PATH"
+		}
+	}
+	if err != nil {
+		return v, from, err
+	}
+	v, err = v.Check()
+	return v, from, err
 }
 
 func storeKind(cfg *config.Config) string {

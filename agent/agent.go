@@ -189,11 +189,10 @@ func (a *Agent) prepare(q *Query) (p plan, d Decision, done bool) {
 		return p, Decision{Outcome: OutcomeNoKey}, true
 	}
 	draining := b.noNewClients()
-	h := hashKey(key)
-	choice := b.rendezvous(h, func(i int) bool { return q.isUp(i) && !draining.get(i) })
+	choice := b.rendezvous(key, func(i int) bool { return q.isUp(i) && !draining.get(i) })
 	if choice < 0 {
 		// Every live server is draining: a client must still land somewhere.
-		choice = b.rendezvous(h, q.isUp)
+		choice = b.rendezvous(key, q.isUp)
 	}
 	if choice < 0 {
 		return p, Decision{Outcome: OutcomeNoServer}, true

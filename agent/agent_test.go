@@ -152,8 +152,8 @@ func TestRendezvousMovesOnlyTheLostServersKeys(t *testing.T) {
 	all := func(int) bool { return true }
 	noN2 := func(i int) bool { return i != 1 }
 	for i := 0; i < 5000; i++ {
-		h := hashKey([]byte(fmt.Sprintf("c%d", i)))
-		before, after := b.rendezvous(h, all), b.rendezvous(h, noN2)
+		k := []byte(fmt.Sprintf("c%d", i))
+		before, after := b.rendezvous(k, all), b.rendezvous(k, noN2)
 		if before != 1 && before != after {
 			t.Fatalf("key on n%d moved to n%d when n2 went away", before+1, after+1)
 		}

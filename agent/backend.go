@@ -69,8 +69,7 @@ type Backend struct {
 	keyUsername bool
 	keyCertCN   bool
 	index       map[string]int
-	seeds       []uint64
-	weights     []float64
+	seeds       [][]uint32 // DrawSeeds per server
 
 	draining atomic.Pointer[bitset] // drained through the store (any agent's API)
 	// haproxyDrained: drained or in maintenance in this agent's HAProxy.
@@ -91,8 +90,7 @@ func newBackend(bc config.Backend) *Backend {
 	}
 	for i, s := range bc.Servers {
 		b.index[s.Name] = i
-		b.seeds = append(b.seeds, hashKey([]byte(s.Name)))
-		b.weights = append(b.weights, float64(s.Weight))
+		b.seeds = append(b.seeds, DrawSeeds(s.Name, s.Weight))
 	}
 	b.draining.Store(&bitset{})
 	b.haproxyDrained.Store(&bitset{})
@@ -156,9 +154,9 @@ func (b *Backend) Place(key []byte) string {
 func (b *Backend) placeExcept(key []byte, except int) string {
 	d := b.noNewClients()
 	up := func(i int) bool { return i != except && (!b.known[i].Load() || b.up[i].Load()) }
-	i := b.rendezvous(hashKey(key), func(i int) bool { return up(i) && !d.get(i) })
+	i := b.rendezvous(key, func(i int) bool { return up(i) && !d.get(i) })
 	if i < 0 {
-		i = b.rendezvous(hashKey(key), up)
+		i = b.rendezvous(key, up)
 	}
 	if i < 0 {
 		return ""

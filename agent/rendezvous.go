@@ -1,54 +1,53 @@
 package agent
 
-import "math"
-
-// Weighted rendezvous (highest random weight) hashing. Every agent computes
-// the same choice from the key and the server names alone, so independent
-// agents agree on a new client's server even without a shared store, and a
+// Fail-open placement: weighted rendezvous (highest random weight) hashing
+// that HAProxy can compute too. Every agent, and every HAProxy whose agent
+// is down (haproxy/templates/failopen.cfg.tmpl), computes the same choice
+// from the key bytes and the server names and weights alone, so a new
+// client lands on the same node whoever answers without the store, and a
 // server going down only moves the keys that were on it.
+//
+// The function, on both sides:
+//   - server s with weight w has w draws; draw j has the seed
+//     xxh32(name(s), j), computed once (at generation time for HAProxy);
+//   - a key's score for s is the best of xxh32(key, seed) over its draws,
+//     so P(s wins) = w / Σw exactly (the best of w uniform draws);
+//   - the eligible server with the highest score wins; on an exact tie the
+//     one listed first (HAProxy ranks score·512 + 256 - index).
+//
+// Golden values over fixed ids (testdata/failopen-golden.txt) pin it:
+// agent.TestFailOpenGolden and the e2e TestFailOpenGoldenOnHAProxy.
 
-const (
-	fnvOffset = 14695981039346656037
-	fnvPrime  = 1099511628211
-)
-
-// hashKey is FNV-1a 64: stable across processes and versions, unlike
-// hash/maphash whose seed is random per process.
-func hashKey(b []byte) uint64 {
-	h := uint64(fnvOffset)
-	for _, c := range b {
-		h ^= uint64(c)
-		h *= fnvPrime
+// DrawSeeds returns the xxh32 seeds of a server's weight draws.
+func DrawSeeds(name string, weight int) []uint32 {
+	out := make([]uint32, weight)
+	for j := range out {
+		out[j] = xxh32([]byte(name), uint32(j))
 	}
-	return h
+	return out
 }
 
-// mix64 is splitmix64's finaliser: it spreads FNV's weak low bits.
-func mix64(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
-}
-
-// score is -w/ln(u) with u uniform in (0,1): the standard weighted
-// rendezvous score, under which a server wins in proportion to its weight.
-func score(h, seed uint64, weight float64) float64 {
-	u := (float64(mix64(h^seed)>>11) + 0.5) / (1 << 53)
-	return -weight / math.Log(u)
+// FailOpenScore is a key's score for one server: the best of its draws.
+func FailOpenScore(key []byte, seeds []uint32) uint32 {
+	var best uint32
+	for _, s := range seeds {
+		if h := xxh32(key, s); h > best {
+			best = h
+		}
+	}
+	return best
 }
 
 // rendezvous returns the index of the eligible server with the highest
-// score, or -1 when none is eligible.
-func (b *Backend) rendezvous(h uint64, eligible func(int) bool) int {
-	best, bestScore := -1, 0.0
+// score (the first listed on a tie), or -1 when none is eligible.
+func (b *Backend) rendezvous(key []byte, eligible func(int) bool) int {
+	best := -1
+	var bestScore uint32
 	for i := range b.Servers {
 		if !eligible(i) {
 			continue
 		}
-		if s := score(h, b.seeds[i], b.weights[i]); best < 0 || s > bestScore {
+		if s := FailOpenScore(key, b.seeds[i]); best < 0 || s > bestScore {
 			best, bestScore = i, s
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/stickyd/stickyd/agent"
 	"github.com/stickyd/stickyd/config"
 	"github.com/stickyd/stickyd/spoe"
 )
@@ -26,8 +27,8 @@ const (
 const (
 	EngineName    = "stickyd"
 	AgentsBackend = "stickyd_agents"
-	// FallbackSuffix names the consistent-hash backend used when the agent
-	// gives no answer: "<backend>_fallback".
+	// FallbackSuffix names the backend that takes the connections the
+	// fail-open placement routed: "<backend>_fallback".
 	FallbackSuffix = "_fallback"
 	// ResolversName names the resolvers section written when
 	// haproxy.resolvers is set.
@@ -39,6 +40,8 @@ type GenOptions struct {
 	// LogConnections adds one log line per connection on stdout (who went
 	// where, and any SPOE error). Off by default: it is one line per CONNECT.
 	LogConnections bool
+	// Version is the HAProxy line to write for; zero means DefaultVersion.
+	Version Version
 }
 
 // WriteConfig writes haproxy.cfg and the SPOE file into dir. The
@@ -77,6 +80,14 @@ func writeFile(path string, data []byte) error {
 
 // Generate returns haproxy.cfg (referencing spoePath) and the SPOE file.
 func Generate(cfg *config.Config, spoePath string, opts GenOptions) (mainCfg, spoeCfg []byte, err error) {
+	if opts.Version == (Version{}) {
+		opts.Version = DefaultVersion
+	}
+	v, err := opts.Version.Check()
+	if err != nil {
+		return nil, nil, fmt.Errorf("haproxy config: %w", err)
+	}
+	opts.Version = v
 	d := genData{Cfg: cfg, SPOEPath: spoePath, Opts: opts, Agents: cfg.HAProxy.Agents}
 	for _, b := range cfg.Backends {
 		if b.Bind == "" {
@@ -122,10 +133,13 @@ func ms(d config.Duration) string {
 func (*genData) EngineName() string     { return EngineName }
 func (*genData) AgentsBackend() string  { return AgentsBackend }
 func (*genData) FallbackSuffix() string { return FallbackSuffix }
-func (*genData) VarPrefix() string      { return spoe.VarPrefix }
-func (*genData) MessageName() string    { return spoe.MessageName }
-func (*genData) ResolversName() string  { return ResolversName }
-func (*genData) ResolvConf() string     { return config.ResolvConf }
+
+// SPOPMux is true for 3.1+, where SPOE runs on the SPOP multiplexer.
+func (d *genData) SPOPMux() bool       { return d.Opts.Version.AtLeast(spopMux) }
+func (*genData) VarPrefix() string     { return spoe.VarPrefix }
+func (*genData) MessageName() string   { return spoe.MessageName }
+func (*genData) ResolversName() string { return ResolversName }
+func (*genData) ResolvConf() string    { return config.ResolvConf }
 
 // ResolveOpts is appended to every server line: with haproxy.resolvers set,
 // the name is resolved at run time and may not resolve at startup.
@@ -134,4 +148,28 @@ func (d *genData) ResolveOpts() string {
 		return ""
 	}
 	return " resolvers " + ResolversName + " init-addr last,libc,none"
+}
+
+// failOpenDraw is one draw of the fail-open placement: its rules score the
+// key with xxh32(Seed) for Server, ranked by Rank on a tie.
+type failOpenDraw struct {
+	Server string
+	Seed   uint32
+	Rank   int
+}
+
+// failOpenRank breaks ties towards the server listed first; it fits the
+// low 9 bits HAProxy's rules keep for it (agent.MaxServers is 256).
+func failOpenRank(i int) int { return agent.MaxServers - i }
+
+// FailOpenDraws lists every draw of the backend's servers, weight each
+// (agent.DrawSeeds): 2 rules per draw, plus one per server and one more.
+func (d backendData) FailOpenDraws() []failOpenDraw {
+	var out []failOpenDraw
+	for i, s := range d.Servers {
+		for _, seed := range agent.DrawSeeds(s.Name, s.Weight) {
+			out = append(out, failOpenDraw{Server: s.Name, Seed: seed, Rank: failOpenRank(i)})
+		}
+	}
+	return out
 }

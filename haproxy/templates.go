@@ -26,6 +26,7 @@ var funcs = template.FuncMap{
 	"join": strings.Join,
 	// A unix socket agent needs no name resolution.
 	"isUnix": func(a string) bool { return config.UnixPath(a) != "" },
+	"rank":   failOpenRank,
 }
 
 // mainLayout orders the sections of haproxy.cfg.

@@ -103,7 +103,7 @@ func TestOddClientIDsAndMQTT5(t *testing.T) {
 
 // With stickyd stopped, every client still connects: those HAProxy has seen
 // go where the agent had sent them (its table), and each new id keeps
-// reaching one node (HAProxy's consistent-hash fallback).
+// reaching one node (HAProxy's fail-open placement rules).
 func TestFailOpenWhenAgentStops(t *testing.T) {
 	s := newStack(t, stackOpts{})
 	bound := s.connectAll(ids("seen", 60))
@@ -125,8 +125,8 @@ func TestFailOpenWhenAgentStops(t *testing.T) {
 		}
 	}
 	t.Logf("agent down: %d connections, all connected, placement deterministic (%v)", 3*len(clients), time.Since(start).Round(time.Millisecond))
-	if !strings.Contains(s.haproxy.Proc.Output(), "mqtt_fallback/") {
-		t.Fatal("HAProxy never used the fallback backend")
+	if !strings.Contains(s.haproxy.Proc.Output(), "key=open-0000 agent=- ") || !strings.Contains(s.haproxy.Proc.Output(), "failopen=n") {
+		t.Fatal("HAProxy never used the fail-open placement")
 	}
 	// The agent returns: answers resume.
 	s.startStickyd()

@@ -66,6 +66,8 @@ type stackOpts struct {
 	unixSPOE bool
 	// storeTimeout replaces the stack's 200ms store_timeout.
 	storeTimeout string
+	// weights of the brokers, in order (1 each when empty).
+	weights []int
 }
 
 func newStack(t *testing.T, o stackOpts) *stack {
@@ -92,8 +94,12 @@ func newStack(t *testing.T, o stackOpts) *stack {
 		o.storeTimeout = "200ms"
 	}
 	var servers strings.Builder
-	for _, b := range s.brokers {
-		fmt.Fprintf(&servers, "      - {name: %s, address: %q, weight: 1}\n", b.Name, b.Addr)
+	for i, b := range s.brokers {
+		w := 1
+		if i < len(o.weights) {
+			w = o.weights[i]
+		}
+		fmt.Fprintf(&servers, "      - {name: %s, address: %q, weight: %d}\n", b.Name, b.Addr, w)
 	}
 	cfg := fmt.Sprintf(`spoe_listen: %q
 api_listen: %q

@@ -1,0 +1,85 @@
+package haproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"strconv"
+	"time"
+)
+
+// Version is an HAProxy release line (major.minor): what the generated
+// configuration targets.
+type Version struct{ Major, Minor int }
+
+// Supported range of the generated configuration. Lines between are
+// covered (2.5, 2.7, 2.9, 3.1, 3.3); a newer line is written as MaxVersion.
+var (
+	MinVersion = Version{2, 4}
+	MaxVersion = Version{3, 4}
+	// DefaultVersion applies when neither --haproxy-version nor an haproxy
+	// on PATH says otherwise: Debian bookworm's 2.6.
+	DefaultVersion = Version{2, 6}
+	// spopMux is the first line where SPOE runs on the SPOP multiplexer:
+	// agents backend in mode spop; timeout hello|idle, maxerrrate and
+	// option async are gone (ignored, deprecated).
+	spopMux = Version{3, 1}
+)
+
+// ErrUnsupportedVersion is returned for a line older than MinVersion.
+var ErrUnsupportedVersion = errors.New("unsupported HAProxy version")
+
+func (v Version) String() string { return fmt.Sprintf("%d.%d", v.Major, v.Minor) }
+
+// AtLeast reports whether v is o or newer.
+func (v Version) AtLeast(o Version) bool {
+	return v.Major > o.Major || v.Major == o.Major && v.Minor >= o.Minor
+}
+
+var versionRE = regexp.MustCompile(`(?:^|\s|v)(\d+)\.(\d+)(?:[.\-+~\w]*)?`)
+
+// ParseVersion reads "3.0", "2.6.12", "3.0.11-1+deb13u4" or the first line
+// of `haproxy -v` ("HAProxy version 2.6.12-1+deb12u4 2025/04/23 - ...").
+func ParseVersion(s string) (Version, error) {
+	m := versionRE.FindStringSubmatch(s)
+	if m == nil {
+		return Version{}, fmt.Errorf("HAProxy version %q: want MAJOR.MINOR, e.g. 2.6", s)
+	}
+	maj, _ := strconv.Atoi(m[1])
+	minor, _ := strconv.Atoi(m[2])
+	return Version{maj, minor}, nil
+}
+
+// Check refuses a line older than MinVersion (no MQTT converters before
+// 2.4) and maps a newer line than MaxVersion to MaxVersion.
+func (v Version) Check() (Version, error) {
+	if !v.AtLeast(MinVersion) {
+		return v, fmt.Errorf("%w: %s (supported: %s to %s)", ErrUnsupportedVersion, v, MinVersion, MaxVersion)
+	}
+	if v.AtLeast(MaxVersion) {
+		return MaxVersion, nil
+	}
+	return v, nil
+}
+
+// DetectVersion runs `haproxy -v` (the haproxy on PATH). ok is false when
+// there is none; an haproxy that runs but prints no version is an error.
+func DetectVersion(ctx context.Context) (v Version, ok bool, err error) {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		return Version{}, false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "-v").Output()
+	if err != nil {
+		return Version{}, true, fmt.Errorf("%s -v: %w", bin, err)
+	}
+	v, err = ParseVersion(string(out))
+	if err != nil {
+		return Version{}, true, fmt.Errorf("%s -v: %w", bin, err)
+	}
+	return v, true, nil
+}
