@@ -6,7 +6,7 @@ export PATH := $(PATH):/usr/sbin:/sbin
 
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.6.1
 
-.PHONY: all build deps test test-short lint vet fuzz bench demo clean
+.PHONY: all build deps test test-haproxy-debian test-haproxy-versions test-short lint vet fuzz bench demo clean
 
 all: build
 
@@ -20,8 +20,23 @@ deps:
 
 # Everything: lint (tracked files, gofmt, vet, staticcheck), unit, contract and end-to-end tests against the real
 # haproxy, redis-server and mosquitto. A missing program fails, never skips.
+# Then the HAProxy-dependent tests again on Debian trixie's HAProxy 3.0.11.
 test: deps lint
 	STICKYD_REQUIRE_BINARIES=1 $(GO) test -race -count=1 -timeout 30m ./...
+	$(MAKE) test-haproxy-debian
+
+# ./haproxy and ./internal/e2e (no -race) with HAProxy 3.0.11 first on
+# PATH, built once from Debian trixie's source package through apt
+# (deploy/haproxy-debian.sh: adds the deb-src entry, verifies the tarball
+# against the signed index, installs missing build tools, caches the build).
+test-haproxy-debian:
+	bin=$$(deploy/haproxy-debian.sh) && deploy/haproxy-versions.sh "$$bin"
+
+# The same against any HAProxy builds: make test-haproxy-versions
+# HAPROXY_BINS="/opt/haproxy-2.8/haproxy /opt/haproxy-3.2/haproxy"
+HAPROXY_BINS ?=
+test-haproxy-versions:
+	deploy/haproxy-versions.sh $(HAPROXY_BINS)
 
 # Unit tests only: no external programs needed.
 test-short:

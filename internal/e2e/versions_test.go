@@ -9,6 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stickyd/stickyd/haproxy"
 	"github.com/stickyd/stickyd/internal/testenv"
@@ -144,7 +145,9 @@ func TestFailOpenGoldenOnHAProxy(t *testing.T) {
 	s.stickyd.Signal(syscall.SIGSTOP)
 	defer s.stickyd.Signal(syscall.SIGCONT)
 	fresh := ids[:16]
+	start := time.Now()
 	got := s.connectAll(fresh)
+	t.Logf("agent hung: %d connects (8 at a time) in %v", len(fresh), time.Since(start).Round(time.Millisecond))
 	for _, id := range fresh {
 		if got[id] != want[id][0] {
 			t.Fatalf("HAProxy, agent hung: %s reached %s, golden %s", id, got[id], want[id][0])
