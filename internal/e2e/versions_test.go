@@ -94,16 +94,23 @@ func TestFailOpenGoldenOnHAProxy(t *testing.T) {
 		return s.metric(`stickyd_decisions_total{outcome="` + outcome + `"}`)
 	}
 	// HAProxy's own rules decided (agent=- failopen=<node>) for every id.
+	// A connection is logged when it ends, shortly after the client left.
 	viaHAProxy := func(round string, since int, col int) {
 		t.Helper()
-		log := s.haproxy.Proc.Output()[since:]
-		for _, id := range ids[:190] { // ASCII ids: the log escapes others
-			re := regexp.MustCompile(`key=` + regexp.QuoteMeta(id) + ` agent=- .* failopen=(n\d)`)
-			m := re.FindStringSubmatch(log)
-			if m == nil || m[1] != want[id][col] {
-				t.Fatalf("%s: no fail-open log line for %s with failopen=%s (got %v)", round, id, want[id][col], m)
+		testenv.Eventually(t, 10*time.Second, func() error {
+			log := s.haproxy.Proc.Output()[since:]
+			for _, id := range ids[:190] { // ASCII ids: the log escapes others
+				re := regexp.MustCompile(`key=` + regexp.QuoteMeta(id) + ` agent=- .* failopen=(n\d)`)
+				m := re.FindStringSubmatch(log)
+				if m == nil {
+					return fmt.Errorf("%s: no fail-open log line for %s yet", round, id)
+				}
+				if m[1] != want[id][col] {
+					t.Fatalf("%s: HAProxy's rules chose %s for %s, golden %s", round, m[1], id, want[id][col])
+				}
 			}
-		}
+			return nil
+		})
 	}
 
 	r.Kill()
