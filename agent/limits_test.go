@@ -59,7 +59,7 @@ func TestNewClientsPastMaxBindings(t *testing.T) {
 			for i := range 10 {
 				id := fmt.Sprint("c", i)
 				d := decide(id)
-				want := b.Servers[b.rendezvous(hashKey([]byte(id)), func(int) bool { return true })].Name
+				want := b.Servers[b.rendezvous([]byte(id), func(int) bool { return true })].Name
 				if d.Server != want {
 					t.Fatalf("%s went to %s, want the rendezvous choice %s", id, d.Server, want)
 				}

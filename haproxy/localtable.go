@@ -34,8 +34,14 @@ func TableKey(clientKey []byte) string {
 // what keeps clients where they are while the agent is down.
 func (*genData) LocalTable() bool { return true }
 
-// FreshMS is the freshness window in milliseconds; 0 means no fast path.
-func (d *genData) FreshMS() int64 { return d.Cfg.LocalFreshWindow().Milliseconds() }
+// FreshMS is the freshness window in milliseconds; 0 means no fast path,
+// as on HAProxy before 2.6, which has no table_idle (version.go).
+func (d *genData) FreshMS() int64 {
+	if !d.Opts.Version.AtLeast(tableIdle) {
+		return 0
+	}
+	return d.Cfg.LocalFreshWindow().Milliseconds()
+}
 
 // TableExpire is the table's expire: the binding TTL, within HAProxy's
 // bounds.

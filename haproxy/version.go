@@ -26,6 +26,9 @@ var (
 	// agents backend in mode spop; timeout hello|idle, maxerrrate and
 	// option async are gone (ignored, deprecated).
 	spopMux = Version{3, 1}
+	// tableIdle is the first line with the table_idle converter, which the
+	// table's fast path (haproxy.local_fresh) needs: 2.4 has none.
+	tableIdle = Version{2, 6}
 )
 
 // ErrUnsupportedVersion is returned for a line older than MinVersion.

@@ -85,10 +85,13 @@ func TestGenerateForEachVersion(t *testing.T) {
 					t.Errorf("SPOE file for %s has %q: %v", v, word, !mux)
 				}
 			}
-			for _, word := range []string{"option async", "balance hash", "hash-type", "_fallback", "track "} {
+			for _, word := range []string{"option async", "balance hash", "hash-type"} {
 				if strings.Contains(main+spoe, word) {
 					t.Errorf("%q in the configuration for %s", word, v)
 				}
+			}
+			if strings.Contains(main, "table_idle") != v.AtLeast(Version{2, 6}) {
+				t.Errorf("table_idle (the table's fast path) for %s: %v", v, !v.AtLeast(Version{2, 6}))
 			}
 			if !strings.Contains(main, "for HAProxy "+v.String()+" ") {
 				t.Errorf("header does not name HAProxy %s", v)
