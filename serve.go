@@ -71,6 +71,9 @@ type daemon struct {
 	// coherence clears HAProxy's table entries the store's changes make
 	// stale; nil without a stats socket.
 	coherence *agent.Coherence
+	// connected keeps connected clients' bindings alive; nil without a
+	// stats socket (connected.go).
+	connected *agent.Connected
 }
 
 // newDaemon opens the store and listeners and builds every component;
@@ -104,6 +107,12 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *da
 		return nil, err
 	}
 	d.mx.RegisterAgent(d.ag)
+	if d.connected, err = newConnected(cfg, raw, log); err != nil {
+		return nil, fmt.Errorf("haproxy.stats_socket: %w", err)
+	}
+	if d.connected != nil {
+		d.ag.SetConnected(d.connected)
+	}
 	if d.spoeL, err = listenSPOE(cfg.SPOEListen); err != nil {
 		return nil, fmt.Errorf("listen for SPOE on %s: %w", cfg.SPOEListen, err)
 	}
@@ -113,7 +122,8 @@ func newDaemon(ctx context.Context, cfg *config.Config, log *slog.Logger) (d *da
 	if cfg.APIListen == "" {
 		return d, nil
 	}
-	d.admin, err = api.New(api.Options{Config: cfg, Store: d.st, Agent: d.ag, Logger: log,
+	cc, _ := raw.(store.ConnectedCounter)
+	d.admin, err = api.New(api.Options{Config: cfg, Store: d.st, Agent: d.ag, Logger: log, Connected: cc,
 		Metrics: d.mx.Handler(), Middleware: []echo.MiddlewareFunc{d.mx.APIMiddleware()}})
 	if err != nil {
 		return nil, fmt.Errorf("API: %w", err)
@@ -164,6 +174,9 @@ func (d *daemon) run(ctx context.Context) int {
 	goTracked(func() { d.ag.Run(bg) })
 	if d.coherence != nil {
 		goTracked(func() { d.coherence.Run(bg) })
+	}
+	if d.connected != nil {
+		goTracked(func() { d.connected.Run(bg) })
 	}
 	goTracked(func() {
 		d.mx.RunBindingsRefresher(bg, d.st, d.ag.Backends(), metrics.DefaultBindingsInterval, metrics.DefaultBindingsTimeout)

@@ -83,6 +83,8 @@ type Agent struct {
 	evacuations map[string]*evacuation
 	rebalMu     sync.Mutex
 	rebalances  map[string]*rebalance // by backend (rebalance.go)
+
+	connected *Connected // records answered ids; nil: none (connected.go)
 }
 
 // New builds an agent over a store for the configured backends.
@@ -137,11 +139,14 @@ func (a *Agent) Backends() []*Backend { return a.order }
 // budget (store_timeout) and answers without the store when it fails.
 func (a *Agent) Decide(ctx context.Context, q *Query) Decision {
 	if a.observe == nil {
-		return a.decide(ctx, q)
+		d := a.decide(ctx, q)
+		a.noteAnswer(q, d)
+		return d
 	}
 	start := time.Now()
 	d := a.decide(ctx, q)
 	a.observe(d.Outcome, time.Since(start))
+	a.noteAnswer(q, d)
 	return d
 }
 
@@ -153,11 +158,15 @@ func (a *Agent) TryDecide(q *Query) (d Decision, ok bool) {
 		return Decision{}, false
 	}
 	if a.observe == nil {
-		return a.tryDecide(q)
+		if d, ok = a.tryDecide(q); ok {
+			a.noteAnswer(q, d)
+		}
+		return d, ok
 	}
 	start := time.Now()
 	if d, ok = a.tryDecide(q); ok {
 		a.observe(d.Outcome, time.Since(start))
+		a.noteAnswer(q, d)
 	}
 	return d, ok
 }

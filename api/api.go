@@ -65,6 +65,9 @@ type Options struct {
 	Middleware []echo.MiddlewareFunc
 	// Metrics, when set, is served without auth at GET /metrics.
 	Metrics http.Handler
+	// Connected counts bindings and connected clients per server in one
+	// walk; nil: Store, if it is a store.ConnectedCounter.
+	Connected store.ConnectedCounter
 }
 
 // Server is the admin API.
@@ -102,7 +105,7 @@ func New(opts Options) (*Server, error) {
 		log:       log,
 		authOn:    token != "",
 		readToken: opts.ReadToken,
-		counts:    newCountCache(opts.Agent, opts.Store, countTTL),
+		counts:    newCountCache(opts.Agent, opts.Store, connectedCounter(opts), countTTL),
 		guard:     &guard{sameOrigin: token == ""},
 	}
 	s.guard.hostCheck.Store(token == "" || config.IsLoopback(opts.Config.APIListen))
@@ -319,4 +322,13 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "..."
+}
+
+// connectedCounter is Options.Connected, else the store if it counts.
+func connectedCounter(opts Options) store.ConnectedCounter {
+	if opts.Connected != nil {
+		return opts.Connected
+	}
+	c, _ := opts.Store.(store.ConnectedCounter)
+	return c
 }

@@ -412,9 +412,9 @@ func TestBackends(t *testing.T) {
 		}](t, r).Backends
 		zero := 0
 		wantMQTT := backend{Name: "mqtt", Key: "client_id", Servers: []server{
-			{Name: "n1", Address: "10.0.0.1:1883", Weight: 1, Up: true, Bindings: &zero},
-			{Name: "n2", Address: "10.0.0.2:1883", Weight: 1, Up: true, Bindings: &zero},
-			{Name: "n3", Address: "10.0.0.3:1883", Weight: 2, Up: true, Bindings: &zero},
+			{Name: "n1", Address: "10.0.0.1:1883", Weight: 1, Up: true, Bindings: &zero, Connected: &zero},
+			{Name: "n2", Address: "10.0.0.2:1883", Weight: 1, Up: true, Bindings: &zero, Connected: &zero},
+			{Name: "n3", Address: "10.0.0.3:1883", Weight: 2, Up: true, Bindings: &zero, Connected: &zero},
 		}}
 		if len(list) != 2 || !equalBackend(list[0], wantMQTT) || list[1].Name != "users" || list[1].Key != "username" {
 			t.Fatalf("backends %+v", list)
@@ -479,7 +479,10 @@ func equalBackend(a, b backend) bool {
 		if x.Bindings == nil || y.Bindings == nil || *x.Bindings != *y.Bindings {
 			return false
 		}
-		x.Bindings, y.Bindings = nil, nil
+		if (x.Connected == nil) != (y.Connected == nil) || x.Connected != nil && *x.Connected != *y.Connected {
+			return false
+		}
+		x.Bindings, y.Bindings, x.Connected, y.Connected = nil, nil, nil, nil
 		if x != y {
 			return false
 		}

@@ -15,6 +15,7 @@ import (
 // at once; bindings made by agents show within the period.
 type countCache struct {
 	store   store.Store
+	conn    store.ConnectedCounter // nil: connected counts unknown
 	ttl     time.Duration
 	entries map[string]*countEntry // one per configured backend; fixed
 }
@@ -26,10 +27,11 @@ type countEntry struct {
 	valid  bool
 	at     time.Time
 	counts map[string]int
+	conn   map[string]int // nil when unknown
 }
 
-func newCountCache(a *agent.Agent, st store.Store, ttl time.Duration) *countCache {
-	cc := &countCache{store: st, ttl: ttl, entries: map[string]*countEntry{}}
+func newCountCache(a *agent.Agent, st store.Store, conn store.ConnectedCounter, ttl time.Duration) *countCache {
+	cc := &countCache{store: st, conn: conn, ttl: ttl, entries: map[string]*countEntry{}}
 	for _, b := range a.Backends() {
 		cc.entries[b.Name] = &countEntry{}
 	}
@@ -38,19 +40,23 @@ func newCountCache(a *agent.Agent, st store.Store, ttl time.Duration) *countCach
 
 // get returns the counts of a configured backend. The map is shared:
 // callers must not modify it.
-func (cc *countCache) get(ctx context.Context, backend string) (map[string]int, error) {
+func (cc *countCache) get(ctx context.Context, backend string) (counts, conn map[string]int, err error) {
 	e := cc.entries[backend]
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.valid && time.Since(e.at) < cc.ttl {
-		return e.counts, nil
+		return e.counts, e.conn, nil
 	}
-	counts, err := cc.store.CountByServer(ctx, backend)
+	if cc.conn != nil {
+		counts, conn, err = cc.conn.CountConnected(ctx, backend)
+	} else {
+		counts, err = cc.store.CountByServer(ctx, backend)
+	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	e.counts, e.at, e.valid = counts, time.Now(), true
-	return counts, nil
+	e.counts, e.conn, e.at, e.valid = counts, conn, time.Now(), true
+	return counts, conn, nil
 }
 
 func (cc *countCache) invalidate(backend string) {

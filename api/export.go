@@ -70,7 +70,7 @@ func (s *Server) exportBindings(c echo.Context) error {
 				continue
 			}
 			seen[h] = struct{}{}
-			if err := enc.Encode(toBindingJSON(it)); err != nil {
+			if err := enc.Encode(toExportJSON(it)); err != nil {
 				return nil // the client went away
 			}
 		}

@@ -46,6 +46,9 @@ type serverJSON struct {
 	HAProxyDrain bool `json:"haproxy_drain"`
 	// Bindings is nil when the store could not count them.
 	Bindings *int `json:"bindings"`
+	// Connected counts those bindings whose client an agent reports
+	// connected; nil when unknown (no count, or a store that cannot tell).
+	Connected *int `json:"connected"`
 }
 
 type bindingJSON struct {
@@ -54,6 +57,9 @@ type bindingJSON struct {
 	Server      string `json:"server"`
 	TTLSeconds  int64  `json:"ttl_seconds"`
 	Pinned      bool   `json:"pinned"`
+	// Connected: an agent reports the client connected (its binding does
+	// not expire meanwhile).
+	Connected bool `json:"connected"`
 }
 
 type pageJSON struct {
@@ -298,7 +304,7 @@ func (s *Server) backendJSON(ctx context.Context, b *agent.Backend) backendJSON 
 // failure leaves the binding counts null rather than hiding what the agent
 // knows: this is where an operator looks during an outage.
 func (s *Server) servers(ctx context.Context, b *agent.Backend) []serverJSON {
-	counts, err := s.counts.get(ctx, b.Name)
+	counts, conn, err := s.counts.get(ctx, b.Name)
 	if err != nil {
 		// Debug: a dashboard polling during a store outage would repeat this
 		// every few seconds; the agent already logs the outage, rate-limited.
@@ -314,6 +320,10 @@ func (s *Server) servers(ctx context.Context, b *agent.Backend) []serverJSON {
 		if err == nil {
 			n := counts[st.Name]
 			out[i].Bindings = &n
+			if conn != nil {
+				c := conn[st.Name]
+				out[i].Connected = &c
+			}
 		}
 	}
 	return out
@@ -490,6 +500,7 @@ func toBindingJSON(b store.Binding) bindingJSON {
 		ClientIDB64: base64.StdEncoding.EncodeToString([]byte(b.ClientID)),
 		Server:      b.Server,
 		TTLSeconds:  ttlSeconds(b.TTL),
+		Connected:   b.Connected,
 		Pinned:      b.Pinned,
 	}
 }

@@ -217,6 +217,7 @@ type binding struct {
 	Server      string `json:"server"`
 	TTLSeconds  int64  `json:"ttl_seconds"`
 	Pinned      bool   `json:"pinned"`
+	Connected   bool   `json:"connected"`
 }
 
 type page struct {
@@ -233,6 +234,7 @@ type server struct {
 	Draining     bool   `json:"draining"`
 	HAProxyDrain bool   `json:"haproxy_drain"`
 	Bindings     *int   `json:"bindings"`
+	Connected    *int   `json:"connected"`
 }
 
 type backend struct {

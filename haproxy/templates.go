@@ -32,7 +32,7 @@ var funcs = template.FuncMap{
 // mainLayout orders the sections of haproxy.cfg.
 const mainLayout = `{{define "haproxy.cfg"}}{{template "global" .}}{{template "defaults" .}}
 {{- range .Backends}}
-{{template "frontend" ($.ForBackend .)}}{{template "backend" ($.ForBackend .)}}{{template "fallback" ($.ForBackend .)}}
+{{template "frontend" ($.ForBackend .)}}{{template "backend" ($.ForBackend .)}}{{template "fallback" ($.ForBackend .)}}{{template "connected" ($.ForBackend .)}}
 {{- end}}
 {{template "agents" .}}{{end}}`
 

@@ -33,6 +33,9 @@ type Binding struct {
 	// TTL is the remaining lifetime; 0 means the binding never expires.
 	TTL    time.Duration
 	Pinned bool
+	// Connected is true while an agent reports the client connected
+	// through its HAProxy (Toucher): the binding then does not expire.
+	Connected bool
 }
 
 // Claim is the binding in force after GetOrClaim or Move.

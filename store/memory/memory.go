@@ -95,6 +95,9 @@ type entry struct {
 	server  string
 	pinned  bool
 	expires atomic.Int64
+	// conn (unix ns) is when the client stops counting as connected
+	// (connected.go); 0: not reported connected.
+	conn atomic.Int64
 }
 
 func (e *entry) live(now int64) bool {
@@ -389,10 +392,11 @@ func (s *Store) Get(ctx context.Context, backendName, clientID string) (store.Bi
 
 func binding(backendName string, it item, now int64) store.Binding {
 	bd := store.Binding{
-		Backend:  backendName,
-		ClientID: it.id,
-		Server:   it.e.server,
-		Pinned:   it.e.pinned,
+		Backend:   backendName,
+		ClientID:  it.id,
+		Server:    it.e.server,
+		Pinned:    it.e.pinned,
+		Connected: it.e.conn.Load() > now,
 	}
 	if exp := it.e.expires.Load(); exp != 0 {
 		bd.TTL = time.Duration(exp - now)

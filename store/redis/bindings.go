@@ -161,18 +161,21 @@ func (s *Store) Get(ctx context.Context, backend, clientID string) (store.Bindin
 		return store.Binding{}, fmt.Errorf("redis get: %w", err)
 	}
 	var v string
-	var pttl int64
-	ok := len(res) == 2
+	var pttl, conn int64
+	ok := len(res) == 3
 	if ok {
 		v, ok = res[0].(string)
 	}
 	if ok {
 		pttl, ok = res[1].(int64)
 	}
+	if ok {
+		conn, ok = res[2].(int64)
+	}
 	if !ok {
 		return store.Binding{}, fmt.Errorf("redis get: unexpected script reply %.80v", res)
 	}
-	b := store.Binding{Backend: backend, ClientID: clientID}
+	b := store.Binding{Backend: backend, ClientID: clientID, Connected: conn == 1}
 	b.Server, b.Pinned = decodeServer(v)
 	if pttl > 0 {
 		b.TTL = time.Duration(pttl) * time.Millisecond

@@ -573,7 +573,7 @@ func TestScriptsTouchOneKey(t *testing.T) {
 	keyRef := regexp.MustCompile(`KEYS\[[^\]]*\]`)
 	for name, src := range map[string]string{
 		"claim": claimSrc, "move": moveSrc, "get": getSrc, "deleteIf": deleteIfSrc,
-		"put": putSrc, "del": delSrc, "refresh": refreshSrc,
+		"put": putSrc, "del": delSrc, "refresh": refreshSrc, "touch": touchSrc,
 	} {
 		refs := keyRef.FindAllString(src, -1)
 		if len(refs) == 0 {

@@ -35,13 +35,25 @@ local function now_ms()
 end
 -- parse splits a value into its expiry and server; a value not written by
 -- stickyd reads as a server that never expires.
+-- The expiry may carry ".<unix s>": when the client stops counting as
+-- connected (touchSrc), the third value (0: not reported connected).
 local function parse(v)
   local i = string.find(v, '|', 1, true)
-  if not i then return 0, v end
-  return tonumber(string.sub(v, 1, i - 1)) or 0, string.sub(v, i + 1)
+  if not i then return 0, v, 0 end
+  local head = string.sub(v, 1, i - 1)
+  local conn = 0
+  local j = string.find(head, '.', 1, true)
+  if j then
+    conn = tonumber(string.sub(head, j + 1)) or 0
+    head = string.sub(head, 1, j - 1)
+  end
+  return tonumber(head) or 0, string.sub(v, i + 1), conn
 end
 local function live(exp, now) return exp == 0 or exp > now end
-local function value(exp, server) return string.format('%.0f', exp) .. '|' .. server end
+local function value(exp, server, conn)
+  if conn then return string.format('%.0f.%.0f', exp, conn) .. '|' .. server end
+  return string.format('%.0f', exp) .. '|' .. server
+end
 -- The bucket's own TTL covers its longest-lived field; a bucket holding a
 -- field that never expires has none. retime recomputes it from every field
 -- (after a never-expiring field goes); a bucket of dead fields is removed.
@@ -87,14 +99,14 @@ end
 -- refused HSET (Redis at maxmemory: OOM) by returning false instead of
 -- failing the script, so that a read that only meant to reset a TTL still
 -- answers.
-local function write(id, exp, server, now, old, soft)
+local function write(id, exp, server, now, old, soft, conn)
   -- -2: a new bucket; -1: another field never expires.
   local pttl = redis.call('PTTL', KEYS[1])
   if soft then
-    local r = redis.pcall('HSET', KEYS[1], id, value(exp, server))
+    local r = redis.pcall('HSET', KEYS[1], id, value(exp, server, conn))
     if type(r) == 'table' and r.err then return false end
   else
-    redis.call('HSET', KEYS[1], id, value(exp, server))
+    redis.call('HSET', KEYS[1], id, value(exp, server, conn))
   end
   if exp == 0 then
     if pttl >= 0 then redis.call('PERSIST', KEYS[1]) end
@@ -168,14 +180,16 @@ if not v then
   return false
 end
 local now = now_ms()
-local exp, cur = parse(v)
+local exp, cur, conn = parse(v)
 if not live(exp, now) then
   return false
 end
+local c = 0
+if conn * 1000 > now then c = 1 end
 if exp == 0 then
-  return {cur, -1}
+  return {cur, -1, c}
 end
-return {cur, exp - now}
+return {cur, exp - now, c}
 `
 
 	// ARGV: id, server ('!'-prefixed when pinned), ttl ms (0: none),
@@ -266,13 +280,25 @@ var (
 // decodeValue splits a stored value into expiry (unix ms, 0 = never),
 // server and pinned flag, as the scripts' parse does.
 func decodeValue(v string) (exp int64, server string, pinned bool) {
+	exp, server, pinned, _ = decodeConn(v)
+	return exp, server, pinned
+}
+
+// decodeConn is decodeValue with the connected mark: when the client
+// stops counting as connected (unix s, 0: not reported connected).
+func decodeConn(v string) (exp int64, server string, pinned bool, conn int64) {
 	rest := v
 	if i := strings.IndexByte(v, '|'); i >= 0 {
-		exp, _ = strconv.ParseInt(v[:i], 10, 64)
+		head := v[:i]
+		if j := strings.IndexByte(head, '.'); j >= 0 {
+			conn, _ = strconv.ParseInt(head[j+1:], 10, 64)
+			head = head[:j]
+		}
+		exp, _ = strconv.ParseInt(head, 10, 64)
 		rest = v[i+1:]
 	}
 	server, pinned = decodeServer(rest)
-	return exp, server, pinned
+	return exp, server, pinned, conn
 }
 
 // decodeServer strips the pinned marker.

@@ -121,6 +121,12 @@ func (s *Store) redisNow(ctx context.Context) (int64, error) {
 // splits the pipeline by node and follows MOVED/ASK, so buckets migrating
 // meanwhile are still read.
 func (s *Store) readBuckets(ctx context.Context, keys []string, now int64, fn func(id, server string, pinned bool, exp int64)) error {
+	return s.readBucketsConn(ctx, keys, now, func(id, server string, pinned bool, exp int64, _ bool) { fn(id, server, pinned, exp) })
+}
+
+// readBucketsConn is readBuckets that also says whether each binding is
+// marked connected.
+func (s *Store) readBucketsConn(ctx context.Context, keys []string, now int64, fn func(id, server string, pinned bool, exp int64, connected bool)) error {
 	if len(keys) == 0 {
 		return nil
 	}
@@ -136,11 +142,11 @@ func (s *Store) readBuckets(ctx context.Context, keys []string, now int64, fn fu
 			return fmt.Errorf("hgetall: %w", err)
 		}
 		for id, v := range fields {
-			exp, server, pinned := decodeValue(v)
+			exp, server, pinned, conn := decodeConn(v)
 			if exp != 0 && exp <= now {
 				continue // expired, not swept yet
 			}
-			fn(id, server, pinned, exp)
+			fn(id, server, pinned, exp, conn*1000 > now)
 		}
 	}
 	return nil
@@ -150,12 +156,12 @@ func (s *Store) readBuckets(ctx context.Context, keys []string, now int64, fn fu
 // extends) and those opts filters out.
 func (s *Store) fetch(ctx context.Context, backend string, keys []string, opts store.ListOptions, now int64, seen map[string]struct{}) ([]store.Binding, error) {
 	var out []store.Binding
-	err := s.readBuckets(ctx, keys, now, func(id, server string, pinned bool, exp int64) {
+	err := s.readBucketsConn(ctx, keys, now, func(id, server string, pinned bool, exp int64, conn bool) {
 		if _, dup := seen[id]; dup || !strings.HasPrefix(id, opts.Prefix) || (opts.Server != "" && server != opts.Server) {
 			return
 		}
 		seen[id] = struct{}{}
-		b := store.Binding{Backend: backend, ClientID: id, Server: server, Pinned: pinned}
+		b := store.Binding{Backend: backend, ClientID: id, Server: server, Pinned: pinned, Connected: conn}
 		if exp != 0 {
 			b.TTL = time.Duration(exp-now) * time.Millisecond
 		}
