@@ -20,6 +20,7 @@ type bindingJSON struct {
 	Server      string `json:"server"`
 	TTLSeconds  int64  `json:"ttl_seconds"`
 	Pinned      bool   `json:"pinned"`
+	Connected   bool   `json:"connected"`
 }
 
 type pageJSON struct {
@@ -36,6 +37,7 @@ type serverJSON struct {
 	Draining     bool   `json:"draining"`
 	HAProxyDrain bool   `json:"haproxy_drain"`
 	Bindings     *int   `json:"bindings"`
+	Connected    *int   `json:"connected"`
 }
 
 type backendJSON struct {
@@ -196,7 +198,7 @@ type listOutput struct {
 }
 
 func (c *cli) newListOutput() *listOutput {
-	o := &listOutput{c: c, tbl: newTable(c.stdout, "CLIENT ID", "SERVER", "TTL", "PINNED")}
+	o := &listOutput{c: c, tbl: newTable(c.stdout, "CLIENT ID", "SERVER", "TTL", "PINNED", "CONNECTED")}
 	if c.json {
 		fmt.Fprint(c.stdout, `{"items":[`)
 	}
@@ -412,7 +414,7 @@ func (c *cli) serversList(args []string) error {
 	if c.json {
 		return c.writeJSON(data)
 	}
-	tbl := newTable(c.stdout, "SERVER", "ADDRESS", "WEIGHT", "STATE", "DRAIN", "BINDINGS")
+	tbl := newTable(c.stdout, "SERVER", "ADDRESS", "WEIGHT", "STATE", "DRAIN", "BINDINGS", "CONNECTED")
 	for _, s := range out.Servers {
 		tbl.row(serverRow(s)...)
 	}
@@ -471,7 +473,7 @@ func (c *cli) printBinding(data []byte, bj bindingJSON) error {
 	if c.json {
 		return c.writeJSON(data)
 	}
-	tbl := newTable(c.stdout, "CLIENT ID", "SERVER", "TTL", "PINNED")
+	tbl := newTable(c.stdout, "CLIENT ID", "SERVER", "TTL", "PINNED", "CONNECTED")
 	tbl.row(bindingRow(bj)...)
 	return tbl.flush()
 }

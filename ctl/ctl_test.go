@@ -170,6 +170,7 @@ type binding struct {
 	Server      string `json:"server"`
 	TTLSeconds  int64  `json:"ttl_seconds"`
 	Pinned      bool   `json:"pinned"`
+	Connected   bool   `json:"connected"`
 }
 
 func strictJSON(t *testing.T, data string, v any) {
@@ -197,7 +198,7 @@ func TestBindingsOddIDs(t *testing.T) {
 			// pin: table
 			r := e.run(t, "bindings", "pin", "--server", "n2", "--", id).ok(t)
 			rows := tableRows(t, r.stdout)
-			want := [][]string{{"CLIENT ID", "SERVER", "TTL", "PINNED"}, {shown(id), "n2", "10m", "yes"}}
+			want := [][]string{{"CLIENT ID", "SERVER", "TTL", "PINNED", "CONNECTED"}, {shown(id), "n2", "10m", "yes", "no"}}
 			if len(rows) != 2 || strings.Join(rows[0], "|") != strings.Join(want[0], "|") || strings.Join(rows[1], "|") != strings.Join(want[1], "|") {
 				t.Errorf("pin output %q, want %q", rows, want)
 			}
@@ -257,7 +258,7 @@ func TestBindingsList(t *testing.T) {
 	t.Run("all table", func(t *testing.T) {
 		r := e.run(t, "bindings", "list", "--all", "--limit", "3").ok(t)
 		rows := tableRows(t, r.stdout)
-		if strings.Join(rows[0], "|") != "CLIENT ID|SERVER|TTL|PINNED" {
+		if strings.Join(rows[0], "|") != "CLIENT ID|SERVER|TTL|PINNED|CONNECTED" {
 			t.Errorf("header %q", rows[0])
 		}
 		got := map[string]string{}
@@ -443,9 +444,9 @@ func TestServers(t *testing.T) {
 	}
 
 	r := e.run(t, "servers", "list").ok(t)
-	want := "SERVER  ADDRESS        WEIGHT  STATE  DRAIN  BINDINGS\n" +
-		"n1      10.0.0.1:1883  1       up     -      2\n" +
-		"n2      10.0.0.2:1883  1       down   -      1\n"
+	want := "SERVER  ADDRESS        WEIGHT  STATE  DRAIN  BINDINGS  CONNECTED\n" +
+		"n1      10.0.0.1:1883  1       up     -      2         0\n" +
+		"n2      10.0.0.2:1883  1       down   -      1         0\n"
 	if r.stdout != want {
 		t.Errorf("servers list:\n%s\nwant:\n%s", r.stdout, want)
 	}
@@ -476,6 +477,7 @@ func TestServers(t *testing.T) {
 			Draining     bool   `json:"draining"`
 			HAProxyDrain bool   `json:"haproxy_drain"`
 			Bindings     *int   `json:"bindings"`
+			Connected    *int   `json:"connected"`
 		} `json:"servers"`
 	}
 	strictJSON(t, r.stdout, &out)

@@ -62,7 +62,11 @@ func bindingRow(b bindingJSON) []string {
 	if b.Pinned {
 		pinned = "yes"
 	}
-	return []string{clientID(b), printable(b.Server), formatTTL(b.TTLSeconds), pinned}
+	connected := "no"
+	if b.Connected {
+		connected = "yes"
+	}
+	return []string{clientID(b), printable(b.Server), formatTTL(b.TTLSeconds), pinned, connected}
 }
 
 func serverRow(s serverJSON) []string {
@@ -87,7 +91,11 @@ func serverRow(s serverJSON) []string {
 	if s.Bindings != nil {
 		count = strconv.Itoa(*s.Bindings)
 	}
-	return []string{printable(s.Name), printable(s.Address), strconv.Itoa(s.Weight), state, strings.Join(drain, ","), count}
+	connected := "?" // unknown to the store
+	if s.Connected != nil {
+		connected = strconv.Itoa(*s.Connected)
+	}
+	return []string{printable(s.Name), printable(s.Address), strconv.Itoa(s.Weight), state, strings.Join(drain, ","), count, connected}
 }
 
 // formatTTL writes seconds compactly: "never" for 0, else "1d2h", "9m59s".

@@ -155,7 +155,7 @@
       const cap = el('caption', 'visually-hidden', 'Servers of backend ' + b.name);
       const head = el('thead');
       const hr = el('tr');
-      for (const t of ['Server', 'State', 'Bindings']) {
+      for (const t of ['Server', 'State', 'Bindings', 'Connected']) {
         const th = el('th', '', t);
         th.scope = 'col';
         hr.append(th);
@@ -212,6 +212,11 @@
     const share = el('span', 'muted share', n === null ? '' : '(' + Math.round(pct) + '%)');
     td.append(bar, count, ' ', share);
     tr.append(td);
+    // Clients an agent reports connected: their bindings do not expire.
+    const c = s.connected;
+    const conn = el('td', 'connected', c === null || c === undefined ? '?' : String(c));
+    conn.dataset.count = c === null || c === undefined ? '' : String(c);
+    tr.append(conn);
 
     const act = el('td', 'action');
     const btn = el('button', s.draining ? 'secondary' : 'warn', s.draining ? 'Undrain' : 'Drain');
@@ -327,6 +332,7 @@
         ['Server', b.server, 'bound-server'],
         ['TTL', formatTTL(b.ttl_seconds)],
         ['Pinned', b.pinned ? 'yes' : 'no'],
+        ['Connected', b.connected ? 'yes' : 'no', 'connected'],
       ]));
     } catch (e) {
       if (e.status !== 404) {

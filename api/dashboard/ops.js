@@ -209,7 +209,8 @@
     const tr = el('tr', 'binding');
     tr.dataset.id = it.client_id;
     tr.append(el('td', 'client-id', printable(it.client_id)), el('td', 'b-srv', it.server),
-      el('td', '', it.ttl_seconds ? it.ttl_seconds + ' s' : 'never'), el('td', '', it.pinned ? 'pinned' : '-'));
+      el('td', '', it.ttl_seconds ? it.ttl_seconds + ' s' : 'never'), el('td', '', it.pinned ? 'pinned' : '-'),
+      el('td', 'b-conn', it.connected ? 'connected' : '-'));
     const act = el('td', 'action');
     const ev = el('button', 'op warn', 'Evict');
     ev.type = 'button';
