@@ -106,7 +106,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store, clock Clock) {
 		{"DeleteByServer", testDeleteByServer},
 		{"BackendIsolation", testBackendIsolation},
 		{"Draining", testDraining},
-		{"AuditTrail", testAudit}, // audit.go
+		{"AuditTrail", testAudit},              // audit.go
 		{"TouchConnected", testTouchConnected}, // connected.go
 		{"Ping", func(t *testing.T, s store.Store, _ Clock) {
 			if err := s.Ping(context.Background()); err != nil {
