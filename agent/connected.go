@@ -53,15 +53,16 @@ type Connected struct {
 	cap   int // ids kept per backend
 
 	mu  sync.Mutex
-	ids map[string]map[tableKey]*known // backend -> key -> id
+	ids map[string]map[tableKey]known // backend -> key -> id
 
 	lastRebuild map[string]time.Time
 }
 
+// known is held by value: 32 bytes beside its 16-byte key and the id.
 type known struct {
 	id   string
 	ttl  time.Duration
-	seen time.Time // last answered or found connected
+	seen int64 // unix ns: last answered or found connected
 }
 
 // NewConnected refreshes through src and st (which must be a
@@ -72,9 +73,9 @@ func NewConnected(cfg *config.Config, src ConnectedSource, st store.Store, log *
 		return nil
 	}
 	c := &Connected{src: src, st: st, touch: t, ttl: cfg.TTL.D(), every: ConnectedEvery(cfg.TTL.D()), log: log,
-		cap: cfg.HAProxy.LocalSize, ids: map[string]map[tableKey]*known{}, lastRebuild: map[string]time.Time{}}
+		cap: cfg.HAProxy.LocalSize, ids: map[string]map[tableKey]known{}, lastRebuild: map[string]time.Time{}}
 	for _, b := range cfg.Backends {
-		c.ids[b.Name] = map[tableKey]*known{}
+		c.ids[b.Name] = map[tableKey]known{}
 	}
 	return c
 }
@@ -82,8 +83,9 @@ func NewConnected(cfg *config.Config, src ConnectedSource, st store.Store, log *
 // Every is the refresh period.
 func (c *Connected) Every() time.Duration { return c.every }
 
-// remember records the id behind a table key when the agent answers.
-func (c *Connected) remember(backend string, key []byte, sessionExpiry time.Duration) {
+// Remember records the id behind a table key: the agent calls it when it
+// answers (SetConnected).
+func (c *Connected) Remember(backend string, key []byte, sessionExpiry time.Duration) {
 	ttl := c.ttl
 	if ttl > 0 && sessionExpiry > ttl {
 		ttl = sessionExpiry
@@ -92,21 +94,22 @@ func (c *Connected) remember(backend string, key []byte, sessionExpiry time.Dura
 	// sha256 gives 32 bytes; the table key is its first 16.
 	var tk tableKey
 	copy(tk[:], k[:16])
-	now := time.Now()
+	now := time.Now().UnixNano()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := c.ids[backend]
 	if m == nil {
 		return
 	}
-	if e := m[tk]; e != nil {
+	if e, ok := m[tk]; ok {
 		e.ttl, e.seen = ttl, now
+		m[tk] = e
 		return
 	}
 	if len(m) >= c.cap {
 		return // full until the next prune
 	}
-	m[tk] = &known{id: string(key), ttl: ttl, seen: now}
+	m[tk] = known{id: string(key), ttl: ttl, seen: now}
 }
 
 // Run refreshes every period until ctx ends.
@@ -115,7 +118,7 @@ func (c *Connected) Run(ctx context.Context) {
 	defer t.Stop()
 	for {
 		for b := range c.ids {
-			c.cycle(ctx, b)
+			c.Refresh(ctx, b)
 		}
 		select {
 		case <-ctx.Done():
@@ -125,11 +128,11 @@ func (c *Connected) Run(ctx context.Context) {
 	}
 }
 
-// Cycle is one refresh of a backend: it returns how many bindings were
+// Refresh is one refresh of a backend: it returns how many bindings were
 // touched and how many connected keys stayed unresolved.
-func (c *Connected) cycle(ctx context.Context, backend string) (touched, unknown int) {
+func (c *Connected) Refresh(ctx context.Context, backend string) (touched, unknown int) {
 	start := time.Now()
-	cctx, cancel := context.WithTimeout(ctx, max(c.every, 5*time.Second))
+	cctx, cancel := context.WithTimeout(ctx, max(2*c.every, 30*time.Second))
 	defer cancel()
 	var missing []tableKey
 	touches := make([]store.Touch, 0, connectedBatch)
@@ -138,8 +141,9 @@ func (c *Connected) cycle(ctx context.Context, backend string) (touched, unknown
 		c.mu.Lock()
 		m := c.ids[backend]
 		for _, k := range keys {
-			if e := m[k]; e != nil {
-				e.seen = start
+			if e, ok := m[k]; ok {
+				e.seen = start.UnixNano()
+				m[k] = e
 				touches = append(touches, store.Touch{ClientID: e.id, TTL: e.ttl + c.every})
 			} else if len(missing) < c.cap {
 				missing = append(missing, k)
@@ -188,7 +192,7 @@ func (c *Connected) resolve(ctx context.Context, backend string, keys []tableKey
 			if want[tk] {
 				delete(want, tk)
 				c.mu.Lock()
-				c.ids[backend][tk] = &known{id: b.ClientID, ttl: c.ttl, seen: time.Now()}
+				c.ids[backend][tk] = known{id: b.ClientID, ttl: c.ttl, seen: time.Now().UnixNano()}
 				c.mu.Unlock()
 				touches = append(touches, store.Touch{ClientID: b.ClientID, TTL: c.ttl + c.every})
 			}
@@ -212,7 +216,7 @@ func (c *Connected) prune(backend string, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, e := range c.ids[backend] {
-		if now.Sub(e.seen) > keep {
+		if now.UnixNano()-e.seen > int64(keep) {
 			delete(c.ids[backend], k)
 		}
 	}
@@ -235,5 +239,5 @@ func (a *Agent) noteAnswer(q *Query, d Decision) {
 	if b.keyUsername {
 		key = q.Username
 	}
-	a.connected.remember(b.Name, key, q.SessionExpiry)
+	a.connected.Remember(b.Name, key, q.SessionExpiry)
 }

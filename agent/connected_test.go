@@ -96,7 +96,7 @@ func TestConnectedRefresh(t *testing.T) {
 	}
 	// Connected but evicted: never re-created.
 	src.set("answered", "elsewhere", "evicted")
-	touched, unknown := c.cycle(ctx, "mqtt")
+	touched, unknown := c.Refresh(ctx, "mqtt")
 	if touched != 2 || unknown != 1 {
 		t.Fatalf("cycle touched %d, unknown %d; want 2, 1 (the evicted id)", touched, unknown)
 	}
@@ -112,12 +112,12 @@ func TestConnectedRefresh(t *testing.T) {
 		t.Errorf("evicted: %v, want not found", err)
 	}
 	// The walk is not repeated every cycle for what stays unknown.
-	if touched, unknown = c.cycle(ctx, "mqtt"); touched != 2 || unknown != 1 {
+	if touched, unknown = c.Refresh(ctx, "mqtt"); touched != 2 || unknown != 1 {
 		t.Errorf("second cycle touched %d, unknown %d; want 2, 1", touched, unknown)
 	}
 	// HAProxy fails: nothing touched, the next cycle tries again.
 	src.err = errors.New("socket gone")
-	if touched, _ = c.cycle(ctx, "mqtt"); touched != 0 {
+	if touched, _ = c.Refresh(ctx, "mqtt"); touched != 0 {
 		t.Errorf("failed listing touched %d", touched)
 	}
 	// Forgotten once neither answered nor connected for the ttl.
