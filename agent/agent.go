@@ -211,11 +211,17 @@ func (a *Agent) prepare(q *Query) (p plan, d Decision, done bool) {
 	if s := q.seen - 1; s >= 0 && s < len(b.Servers) && q.isUp(s) && !draining.get(s) {
 		choice = s
 	}
+	return plan{b: b, key: key, proposed: b.Servers[choice].Name, ttl: a.bindingTTL(q.SessionExpiry)}, Decision{}, false
+}
+
+// bindingTTL is a binding's TTL: the larger of ttl and the session expiry,
+// the latter capped by max_ttl.
+func (a *Agent) bindingTTL(sessionExpiry time.Duration) time.Duration {
 	ttl := a.ttl
-	if ttl > 0 && q.SessionExpiry > ttl {
-		ttl = max(ttl, min(q.SessionExpiry, a.maxTTL))
+	if ttl > 0 && sessionExpiry > ttl {
+		ttl = max(ttl, min(sessionExpiry, a.maxTTL))
 	}
-	return plan{b: b, key: key, proposed: b.Servers[choice].Name, ttl: ttl}, Decision{}, false
+	return ttl
 }
 
 // settle turns the binding in force into a decision; move is true when

@@ -85,10 +85,10 @@ func (c *Connected) Every() time.Duration { return c.every }
 
 // Remember records the id behind a table key: the agent calls it when it
 // answers (SetConnected).
-func (c *Connected) Remember(backend string, key []byte, sessionExpiry time.Duration) {
-	ttl := c.ttl
-	if ttl > 0 && sessionExpiry > ttl {
-		ttl = sessionExpiry
+// ttl is the binding's TTL (Agent.bindingTTL); 0 means the configured ttl.
+func (c *Connected) Remember(backend string, key []byte, ttl time.Duration) {
+	if ttl <= 0 {
+		ttl = c.ttl
 	}
 	k := sha256.Sum256(key)
 	// sha256 gives 32 bytes; the table key is its first 16.
@@ -239,5 +239,5 @@ func (a *Agent) noteAnswer(q *Query, d Decision) {
 	if b.keyUsername {
 		key = q.Username
 	}
-	a.connected.Remember(b.Name, key, q.SessionExpiry)
+	a.connected.Remember(b.Name, key, a.bindingTTL(q.SessionExpiry))
 }
