@@ -90,6 +90,10 @@ func startDashboard(t *testing.T, token string, mw ...echo.MiddlewareFunc) *dash
 			t.Fatal(err)
 		}
 	}
+	// dev-1 and dev-3 are connected through an agent's HAProxy.
+	if _, err := st.TouchConnected(ctx, "mqtt", []store.Touch{{ClientID: "dev-1", TTL: time.Hour}, {ClientID: "dev-3", TTL: time.Hour}}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
 	if err := st.SetDraining(ctx, "mqtt", "n2", true); err != nil {
 		t.Fatal(err)
 	}
@@ -440,6 +444,16 @@ func TestDashboardBrowser(t *testing.T) {
 			findOne(t, dom, "span", func(e element) bool { return hasClass(e, "count") && e.attrs["data-count"] == n && e.text == n }, "count "+n)
 		}
 		findOne(t, dom, "span", func(e element) bool { return hasClass(e, "total") && e.text == "7 bindings" }, "total")
+		// One connected client on each server, beside the counts.
+		conn := 0
+		for _, e := range findElements(dom, "td") {
+			if hasClass(e, "connected") && e.attrs["data-count"] == "1" && e.text == "1" {
+				conn++
+			}
+		}
+		if conn != 2 {
+			t.Errorf("%d connected cells showing 1, want 2 (n1, n2)", conn)
+		}
 		for server, action := range map[string]string{"n1": "drain", "n2": "undrain"} {
 			b := findOne(t, dom, "button", func(e element) bool { return e.attrs["data-server"] == server }, "button of "+server)
 			if b.attrs["data-action"] != action || b.attrs["data-backend"] != "mqtt" || b.attrs["aria-label"] == "" {
@@ -456,6 +470,7 @@ func TestDashboardBrowser(t *testing.T) {
 		if !regexp.MustCompile(`<dt>Pinned</dt><dd>yes</dd>`).MatchString(dom) {
 			t.Error("dev-1 is not shown pinned")
 		}
+		findOne(t, dom, "dd", func(e element) bool { return hasClass(e, "connected") && e.text == "yes" }, "dev-1 connected")
 	})
 
 	t.Run("no binding", func(t *testing.T) {
