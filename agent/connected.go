@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/stickyd/stickyd/config"
+	"github.com/stickyd/stickyd/internal/ratelog"
 	"github.com/stickyd/stickyd/store"
 )
 
@@ -27,6 +28,9 @@ const connectedBatch = 512
 // rebuildEvery spaces the store walks that resolve keys this agent never
 // answered (after a restart, or clients routed by HAProxy's table alone).
 const rebuildEvery = time.Minute
+
+// resolveTimeout bounds one such walk.
+const resolveTimeout = 5 * time.Minute
 
 // ConnectedEvery is the refresh period for a ttl: a third of it, within
 // [500ms, 1m]. A binding's expiry is raised to now+ttl+period at each
@@ -50,7 +54,8 @@ type Connected struct {
 	ttl   time.Duration
 	every time.Duration
 	log   *slog.Logger
-	cap   int // ids kept per backend
+	warn  *ratelog.Logger // failures repeat every period: rate-limited
+	cap   int             // ids kept per backend
 
 	mu  sync.Mutex
 	ids map[string]map[tableKey]known // backend -> key -> id
@@ -72,7 +77,7 @@ func NewConnected(cfg *config.Config, src ConnectedSource, st store.Store, log *
 	if !ok {
 		return nil
 	}
-	c := &Connected{src: src, st: st, touch: t, ttl: cfg.TTL.D(), every: ConnectedEvery(cfg.TTL.D()), log: log,
+	c := &Connected{src: src, st: st, touch: t, ttl: cfg.TTL.D(), every: ConnectedEvery(cfg.TTL.D()), log: log, warn: ratelog.New(log, ratelog.DefaultEvery),
 		cap: cfg.HAProxy.LocalSize, ids: map[string]map[tableKey]known{}, lastRebuild: map[string]time.Time{}}
 	for _, b := range cfg.Backends {
 		c.ids[b.Name] = map[tableKey]known{}
@@ -155,11 +160,11 @@ func (c *Connected) Refresh(ctx context.Context, backend string) (touched, unkno
 		return err
 	})
 	if err != nil {
-		c.log.Warn("cannot refresh the bindings of connected clients; their TTL runs meanwhile", "backend", backend, "err", err)
+		c.warn.Warn("cannot refresh the bindings of connected clients; their TTL runs meanwhile", "backend", backend, "err", err)
 	}
 	if len(missing) > 0 && time.Since(c.lastRebuild[backend]) >= rebuildEvery {
 		c.lastRebuild[backend] = time.Now()
-		n := c.resolve(cctx, backend, missing)
+		n := c.resolve(ctx, backend, missing)
 		touched += n
 		unknown = len(missing) - n
 	} else {
@@ -171,20 +176,25 @@ func (c *Connected) Refresh(ctx context.Context, backend string) (touched, unkno
 }
 
 // resolve walks the store's bindings of a backend for the ids behind keys
-// this agent has not answered, remembers them and touches them.
-func (c *Connected) resolve(ctx context.Context, backend string, keys []tableKey) int {
+// this agent has not answered, remembers them and touches them page by
+// page, so a walk cut short keeps what it found. It has its own bound
+// (resolveTimeout): a restarted agent beside many connected clients walks
+// the whole map once.
+func (c *Connected) resolve(ctx context.Context, backend string, keys []tableKey) (touched int) {
+	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
 	want := make(map[tableKey]bool, len(keys))
 	for _, k := range keys {
 		want[k] = true
 	}
-	var touches []store.Touch
 	opts := store.ListOptions{Limit: store.MaxListLimit}
 	for len(want) > 0 {
 		page, err := c.st.List(ctx, backend, opts)
 		if err != nil {
-			c.log.Warn("cannot walk the bindings to resolve connected clients", "backend", backend, "err", err)
+			c.warn.Warn("cannot walk the bindings to resolve connected clients", "backend", backend, "err", err)
 			break
 		}
+		var touches []store.Touch
 		for _, b := range page.Items {
 			sum := sha256.Sum256([]byte(b.ClientID))
 			var tk tableKey
@@ -197,16 +207,19 @@ func (c *Connected) resolve(ctx context.Context, backend string, keys []tableKey
 				touches = append(touches, store.Touch{ClientID: b.ClientID, TTL: c.ttl + c.every})
 			}
 		}
+		if len(touches) > 0 {
+			n, err := c.touch.TouchConnected(ctx, backend, touches, 2*c.every+time.Second)
+			touched += n
+			if err != nil {
+				c.warn.Warn("cannot refresh the bindings of connected clients", "backend", backend, "err", err)
+			}
+		}
 		if page.NextCursor == "" {
 			break
 		}
 		opts.Cursor = page.NextCursor
 	}
-	n, err := c.touch.TouchConnected(ctx, backend, touches, 2*c.every+time.Second)
-	if err != nil {
-		c.log.Warn("cannot refresh the bindings of connected clients", "backend", backend, "err", err)
-	}
-	return n
+	return touched
 }
 
 // prune forgets ids neither answered nor seen connected for the larger of
