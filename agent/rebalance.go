@@ -234,21 +234,41 @@ func (a *Agent) runRebalance(ctx context.Context, r *rebalance, b *Backend, move
 	finish(EvacuationDone, nil)
 }
 
-// rebalanceFrom walks src's bindings and moves them until dsts is paid.
+// rebalanceFrom moves src's bindings until dsts is paid: clients that are
+// not connected first (moving them costs no session takeover), connected
+// ones only if those do not suffice.
 func (a *Agent) rebalanceFrom(ctx context.Context, r *rebalance, tick *time.Ticker, b *Backend, src string, dsts map[string]int) error {
 	owed := 0
 	for _, n := range dsts {
 		owed += n
 	}
+	for _, connected := range []bool{false, true} {
+		if owed == 0 {
+			return nil
+		}
+		var err error
+		if owed, err = a.rebalancePass(ctx, r, tick, b, src, dsts, owed, connected); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// rebalancePass walks src's bindings once, moving those whose connected
+// state is connected, and returns what is still owed.
+func (a *Agent) rebalancePass(ctx context.Context, r *rebalance, tick *time.Ticker, b *Backend, src string, dsts map[string]int, owed int, connected bool) (int, error) {
 	cursor := ""
 	for owed > 0 {
 		page, err := a.store.List(ctx, b.Name, store.ListOptions{Server: src, Cursor: cursor, Limit: 200})
 		if err != nil {
-			return fmt.Errorf("list bindings of %s: %w", src, err)
+			return owed, fmt.Errorf("list bindings of %s: %w", src, err)
 		}
 		for _, it := range page.Items {
 			if owed == 0 {
-				return nil
+				return 0, nil
+			}
+			if it.Connected != connected {
+				continue // the other pass's
 			}
 			if it.Server != src || it.Pinned {
 				r.update(func(s *RebalanceStatus) { s.Skipped++ })
@@ -262,7 +282,7 @@ func (a *Agent) rebalanceFrom(ctx context.Context, r *rebalance, tick *time.Tick
 			}
 			select {
 			case <-ctx.Done():
-				return ctx.Err()
+				return owed, ctx.Err()
 			case <-tick.C:
 			}
 			opCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -281,8 +301,8 @@ func (a *Agent) rebalanceFrom(ctx context.Context, r *rebalance, tick *time.Tick
 			}
 		}
 		if cursor = page.NextCursor; cursor == "" {
-			return nil // fewer movable bindings than planned (pinned ones)
+			return owed, nil // fewer movable bindings than planned (pinned ones)
 		}
 	}
-	return nil
+	return owed, nil
 }

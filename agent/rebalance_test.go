@@ -66,6 +66,16 @@ func TestRebalanceAfterScaleOut(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Half of the clients are connected: the 950 moves take unconnected
+	// ones (1495 movable) and leave every connected client where it is.
+	var touches []store.Touch
+	for i := 10; i < 3000; i += 2 {
+		touches = append(touches, store.Touch{ClientID: fmt.Sprintf("c%04d", i), TTL: time.Hour}, store.Touch{ClientID: fmt.Sprintf("c%04d", i+1), TTL: time.Hour})
+		i += 2
+	}
+	if _, err := st.TouchConnected(ctx, "mqtt", touches, time.Hour); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := a.Rebalance(ctx, "mqtt", 100000, 1.5); err != ErrBadTolerance {
 		t.Fatalf("tolerance 1.5: %v", err)
 	}
@@ -99,6 +109,13 @@ func TestRebalanceAfterScaleOut(t *testing.T) {
 	for i := range 10 {
 		if b, _ := st.Get(ctx, "mqtt", fmt.Sprintf("c%04d", i)); b.Server != []string{"n1", "n2"}[i%2] {
 			t.Errorf("pinned c%04d moved to %s", i, b.Server)
+		}
+	}
+	for _, tc := range touches {
+		i := 0
+		fmt.Sscanf(tc.ClientID, "c%04d", &i)
+		if b, _ := st.Get(ctx, "mqtt", tc.ClientID); b.Server != []string{"n1", "n2"}[i%2] {
+			t.Errorf("connected %s moved to %s while unconnected clients could go", tc.ClientID, b.Server)
 		}
 	}
 	a.StopRebalances()
