@@ -92,6 +92,28 @@ func oneArg(cmd string, pos []string, what string) (string, error) {
 	return pos[0], nil
 }
 
+// parseCommand parses a command's flags (defined on fs, --backend
+// included), checks its positional arguments (one, named what, or none
+// when what is "") and resolves the backend.
+func (c *cli) parseCommand(cmd string, fs *flag.FlagSet, backend *string, args []string, what string) (b, arg string, err error) {
+	pos, err := parseFlags(fs, args, true)
+	if err != nil {
+		return "", "", err
+	}
+	if what == "" {
+		err = noArgs(cmd, pos)
+	} else {
+		arg, err = oneArg(cmd, pos, what)
+	}
+	if err != nil {
+		return "", "", err
+	}
+	if b, err = c.backend(*backend); err != nil {
+		return "", "", err
+	}
+	return b, arg, nil
+}
+
 func noArgs(cmd string, pos []string) error {
 	if len(pos) > 0 {
 		return usagef("%s: unexpected argument %s", cmd, printable(pos[0]))
@@ -245,15 +267,7 @@ func (c *cli) bindingsGet(args []string) error {
 	const cmd = "bindings get"
 	fs := c.flagSet(cmd)
 	backend := backendFlag(fs)
-	pos, err := parseFlags(fs, args, true)
-	if err != nil {
-		return err
-	}
-	id, err := oneArg(cmd, pos, "client id")
-	if err != nil {
-		return err
-	}
-	b, err := c.backend(*backend)
+	b, id, err := c.parseCommand(cmd, fs, backend, args, "client id")
 	if err != nil {
 		return err
 	}
@@ -393,14 +407,7 @@ func (c *cli) serversList(args []string) error {
 	const cmd = "servers list"
 	fs := c.flagSet(cmd)
 	backend := backendFlag(fs)
-	pos, err := parseFlags(fs, args, true)
-	if err != nil {
-		return err
-	}
-	if err := noArgs(cmd, pos); err != nil {
-		return err
-	}
-	b, err := c.backend(*backend)
+	b, _, err := c.parseCommand(cmd, fs, backend, args, "")
 	if err != nil {
 		return err
 	}
@@ -428,15 +435,7 @@ func (c *cli) serversDrain(args []string, on bool) error {
 	}
 	fs := c.flagSet(cmd)
 	backend := backendFlag(fs)
-	pos, err := parseFlags(fs, args, true)
-	if err != nil {
-		return err
-	}
-	name, err := oneArg(cmd, pos, "server name")
-	if err != nil {
-		return err
-	}
-	b, err := c.backend(*backend)
+	b, name, err := c.parseCommand(cmd, fs, backend, args, "server name")
 	if err != nil {
 		return err
 	}

@@ -21,14 +21,7 @@ func (c *cli) bindingsExport(args []string) error {
 	fs := c.flagSet(cmd)
 	backend := backendFlag(fs)
 	out := fs.String("out", "-", "file to write (- is stdout)")
-	pos, err := parseFlags(fs, args, true)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return usagef("%s: unexpected argument %q", cmd, printable(pos[0]))
-	}
-	b, err := c.backend(*backend)
+	b, _, err := c.parseCommand(cmd, fs, backend, args, "")
 	if err != nil {
 		return err
 	}

@@ -100,15 +100,7 @@ func (c *cli) serversEvacuate(args []string) error {
 	status := fs.Bool("status", false, "show the last evacuation of NAME instead of starting one")
 	cancel := fs.Bool("cancel", false, "stop a running evacuation (NAME stays draining)")
 	wait := fs.Bool("wait", false, "wait until it ends, printing progress every second")
-	pos, err := parseFlags(fs, args, true)
-	if err != nil {
-		return err
-	}
-	name, err := oneArg(cmd, pos, "server name")
-	if err != nil {
-		return err
-	}
-	b, err := c.backend(*backend)
+	b, name, err := c.parseCommand(cmd, fs, backend, args, "server name")
 	if err != nil {
 		return err
 	}
@@ -126,14 +118,7 @@ func (c *cli) serversRebalance(args []string) error {
 	status := fs.Bool("status", false, "show the last rebalance instead of starting one")
 	cancel := fs.Bool("cancel", false, "stop a running rebalance")
 	wait := fs.Bool("wait", false, "wait until it ends, printing progress every second")
-	pos, err := parseFlags(fs, args, true)
-	if err != nil {
-		return err
-	}
-	if len(pos) > 0 {
-		return usagef("%s: unexpected argument %q", cmd, printable(pos[0]))
-	}
-	b, err := c.backend(*backend)
+	b, _, err := c.parseCommand(cmd, fs, backend, args, "")
 	if err != nil {
 		return err
 	}
