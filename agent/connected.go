@@ -2,13 +2,13 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/stickyd/stickyd/config"
 	"github.com/stickyd/stickyd/internal/ratelog"
+	"github.com/stickyd/stickyd/internal/tablekey"
 	"github.com/stickyd/stickyd/store"
 )
 
@@ -18,9 +18,8 @@ type ConnectedSource interface {
 	ConnectedKeys(ctx context.Context, backend string, batch int, fn func([]tableKey) error) error
 }
 
-// tableKey is a client key's key in HAProxy's tables (haproxy.TableKey) as
-// bytes: the first 16 of SHA-256.
-type tableKey = [16]byte
+// tableKey is a client key's key in HAProxy's tables.
+type tableKey = tablekey.Key
 
 // connectedBatch bounds the keys read, resolved and written at a time.
 const connectedBatch = 512
@@ -95,10 +94,7 @@ func (c *Connected) Remember(backend string, key []byte, ttl time.Duration) {
 	if ttl <= 0 {
 		ttl = c.ttl
 	}
-	k := sha256.Sum256(key)
-	// sha256 gives 32 bytes; the table key is its first 16.
-	var tk tableKey
-	copy(tk[:], k[:16])
+	tk := tablekey.Of(key)
 	now := time.Now().UnixNano()
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -196,9 +192,7 @@ func (c *Connected) resolve(ctx context.Context, backend string, keys []tableKey
 		}
 		var touches []store.Touch
 		for _, b := range page.Items {
-			sum := sha256.Sum256([]byte(b.ClientID))
-			var tk tableKey
-			copy(tk[:], sum[:16])
+			tk := tablekey.Of([]byte(b.ClientID))
 			if want[tk] {
 				delete(want, tk)
 				c.mu.Lock()

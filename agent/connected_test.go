@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"io"
 	"log/slog"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/stickyd/stickyd/config"
+	"github.com/stickyd/stickyd/internal/tablekey"
 	"github.com/stickyd/stickyd/store"
 	"github.com/stickyd/stickyd/store/memory"
 )
@@ -34,10 +34,7 @@ func (f *fakeConnected) ConnectedKeys(_ context.Context, backend string, batch i
 	}
 	var keys []tableKey
 	for _, id := range f.ids {
-		s := sha256.Sum256([]byte(id))
-		var k tableKey
-		copy(k[:], s[:16])
-		keys = append(keys, k)
+		keys = append(keys, tablekey.Of([]byte(id)))
 		if len(keys) == batch {
 			if err := fn(keys); err != nil {
 				return err

@@ -3,13 +3,14 @@ package haproxy
 import (
 	"bufio"
 	"context"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strings"
 	"time"
+
+	"github.com/stickyd/stickyd/internal/tablekey"
 )
 
 // ConnectedSuffix names the table of connected clients of a backend,
@@ -32,8 +33,8 @@ func (*genData) ConnectedSuffix() string { return ConnectedSuffix }
 // ConnectedExpire is the table's expire.
 func (*genData) ConnectedExpire() string { return connectedExpire }
 
-// TableKeyBytes is TableKey as 16 bytes.
-type TableKeyBytes = [16]byte
+// TableKeyBytes is TableKey as bytes.
+type TableKeyBytes = tablekey.Key
 
 // ConnectedKeys streams the table keys of a backend's clients connected
 // through this HAProxy (`show table <backend>_connected data.conn_cur gt 0`)
@@ -108,20 +109,13 @@ func scanConnected(rd *bufio.Reader, batch int, fn func([]TableKeyBytes) error) 
 
 // parseKeyLine reads "0x...: key=<32 hex> use=1 exp=... conn_cur=1".
 func parseKeyLine(s string) (TableKeyBytes, bool) {
-	var k TableKeyBytes
 	i := strings.Index(s, " key=")
 	if i < 0 {
-		return k, false
+		return TableKeyBytes{}, false
 	}
 	v := s[i+5:]
 	if j := strings.IndexByte(v, ' '); j >= 0 {
 		v = v[:j]
 	}
-	if len(v) != 32 {
-		return k, false
-	}
-	if _, err := hex.Decode(k[:], []byte(v)); err != nil {
-		return k, false
-	}
-	return k, true
+	return tablekey.Parse(v)
 }

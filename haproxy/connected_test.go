@@ -125,7 +125,7 @@ defaults
 frontend fe
     bind %s
     tcp-request inspect-delay 2s
-    tcp-request content set-var(sess.stickyd.hkey) req.payload(0,3),sha2(256),bytes(0,16),hex if { req.len ge 3 }
+    tcp-request content set-var(sess.stickyd.hkey) req.payload(0,3),sha1,bytes(0,16),hex if { req.len ge 3 }
     tcp-request content track-sc2 var(sess.stickyd.hkey) table mqtt%s if { var(sess.stickyd.hkey) -m found }
     tcp-request content accept if { req.len ge 3 }
     default_backend be

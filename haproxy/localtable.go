@@ -2,13 +2,13 @@ package haproxy
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/stickyd/stickyd/internal/tablekey"
 )
 
 // HAProxy keeps a table of the agent's answers in each backend (the
@@ -22,13 +22,8 @@ import (
 const maxTableExpire = 24 * 24 * time.Hour
 
 // TableKey is the table key of a client key, as the generated configuration
-// computes it: sha2(256),bytes(0,16),hex. A fixed size fits any MQTT id
-// (up to 65535 bytes) without truncation; 128 bits make collisions
-// negligible.
-func TableKey(clientKey []byte) string {
-	sum := sha256.Sum256(clientKey)
-	return strings.ToUpper(hex.EncodeToString(sum[:16]))
-}
+// computes it (package tablekey).
+func TableKey(clientKey []byte) string { return tablekey.Of(clientKey).String() }
 
 // LocalTable reports whether the table is generated: always, since it is
 // what keeps clients where they are while the agent is down.

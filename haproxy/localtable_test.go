@@ -8,8 +8,8 @@ import (
 )
 
 func TestTableKey(t *testing.T) {
-	// sha256("abc") = ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad
-	if got, want := TableKey([]byte("abc")), "BA7816BF8F01CFEA414140DE5DAE2223"; got != want {
+	// sha1("abc") = a9993e364706816aba3e25717850c26c9cd0d89d
+	if got, want := TableKey([]byte("abc")), "A9993E364706816ABA3E25717850C26C"; got != want {
 		t.Fatalf("TableKey(abc) = %s, want %s", got, want)
 	}
 	long := strings.Repeat("x", 65535)

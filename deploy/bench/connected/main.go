@@ -10,8 +10,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -183,11 +181,10 @@ func fillTable(rt *haproxy.RuntimeAPI, n int) error {
 			for from := w * per; from < min(n, (w+1)*per); from += 1000 {
 				var b strings.Builder
 				for i := from; i < min(from+1000, (w+1)*per, n); i++ {
-					sum := sha256.Sum256([]byte(id(i)))
 					if b.Len() > 0 {
 						b.WriteByte(';')
 					}
-					fmt.Fprintf(&b, "set table mqtt%s key %s data.conn_cur 1", haproxy.ConnectedSuffix, strings.ToUpper(hex.EncodeToString(sum[:16])))
+					fmt.Fprintf(&b, "set table mqtt%s key %s data.conn_cur 1", haproxy.ConnectedSuffix, haproxy.TableKey([]byte(id(i))))
 				}
 				if _, err := rt.Command(context.Background(), b.String()); err != nil {
 					errc <- err
