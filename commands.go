@@ -38,7 +38,7 @@ func haproxyConfig(path, out, version string, logConns bool, stdout, stderr io.W
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	v, from, err := targetVersion(version)
+	v, from, err := targetVersion(&cfg, version)
 	if err != nil {
 		fmt.Fprintln(stderr, "stickyd haproxy-config:", err)
 		return 1
@@ -52,17 +52,24 @@ func haproxyConfig(path, out, version string, logConns bool, stdout, stderr io.W
 }
 
 // targetVersion is the HAProxy line to generate for: --haproxy-version,
-// else the haproxy on PATH, else haproxy.DefaultVersion; from says which.
-func targetVersion(flag string) (v haproxy.Version, from string, err error) {
+// else the haproxy on PATH (which must also have what cfg needs: TLS),
+// else haproxy.DefaultVersion; from says which.
+func targetVersion(cfg *config.Config, flag string) (v haproxy.Version, from string, err error) {
 	if flag != "" {
 		v, err = haproxy.ParseVersion(flag)
 		from = "--haproxy-version"
 	} else {
+		var b haproxy.Build
 		var ok bool
-		v, ok, err = haproxy.DetectVersion(context.Background())
-		from = "haproxy -v"
-		if err == nil && !ok {
+		b, ok, err = haproxy.DetectBuild(context.Background())
+		v, from = b.Version, "haproxy -vv"
+		switch {
+		case err == nil && !ok:
 			v, from = haproxy.DefaultVersion, "default; no haproxy on PATH"
+		case err == nil:
+			if err = b.CheckConfig(cfg); err != nil {
+				err = fmt.Errorf("the haproxy on PATH (%s): %w", b.Version, err)
+			}
 		}
 	}
 	if err != nil {

@@ -21,7 +21,7 @@ Usage:
   stickyd haproxy-config --config FILE --out DIR [--log-connections]
                          [--haproxy-version X.Y]
                                           write DIR/haproxy.cfg and its SPOE file
-                                          for that HAProxy (default: haproxy -v
+                                          for that HAProxy (default: haproxy -vv
                                           of the haproxy on PATH, else 2.6)
   stickyd check-config   --config FILE    validate a configuration file
   stickyd import --config FILE --from-haproxy SOCKET --table TABLE [--backend NAME] [--dry-run]
@@ -55,7 +55,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "haproxy-config":
 		out := fs.String("out", "", "directory to write haproxy.cfg and the SPOE file into")
 		logConns := fs.Bool("log-connections", false, "log one line per connection (client key, server, SPOE error)")
-		hv := fs.String("haproxy-version", "", "HAProxy line to write for, 2.4 to 3.4 (default: from `haproxy -v`, else 2.6)")
+		hv := fs.String("haproxy-version", "", "HAProxy line to write for, 2.4 to 3.4 (default: from `haproxy -vv`, else 2.6)")
 		if fs.Parse(args) != nil {
 			return 2
 		}

@@ -74,9 +74,10 @@ func TestResolversSection(t *testing.T) {
 // startup, and accepts it (server down until the name resolves) with it.
 func TestResolversLetHAProxyStartWithUnresolvableNames(t *testing.T) {
 	bin := testenv.RequireBinary(t, "haproxy")
+	v := buildOnPath(t).Version
 	check := func(cfg config.Config) (string, error) {
 		dir := t.TempDir()
-		if err := WriteConfig(&cfg, dir, GenOptions{}); err != nil {
+		if err := WriteConfig(&cfg, dir, GenOptions{Version: v}); err != nil {
 			t.Fatal(err)
 		}
 		out, err := exec.Command(bin, "-c", "-f", filepath.Join(dir, ConfigFile)).CombinedOutput()

@@ -1,6 +1,7 @@
 package haproxy
 
 import (
+	"errors"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -133,8 +134,9 @@ func TestTransportDefaults(t *testing.T) {
 	}
 }
 
-// HAProxy 2.6 accepts the whole transport configuration, certificates
-// included (made by openssl), IPv6 addresses in every field.
+// The haproxy on PATH accepts the whole transport configuration,
+// certificates included (made by openssl), IPv6 addresses in every field;
+// a build without TLS support is refused it by name before HAProxy is.
 func TestTransportConfigPassesHAProxyCheck(t *testing.T) {
 	bin := testenv.RequireBinary(t, "haproxy")
 	pki := testenv.NewPKI(t)
@@ -142,8 +144,15 @@ func TestTransportConfigPassesHAProxyCheck(t *testing.T) {
 	if err := cfg.CheckTLSFiles(); err != nil {
 		t.Fatal(err)
 	}
+	b := buildOnPath(t)
+	if !b.TLS {
+		if err := b.CheckConfig(&cfg); !errors.Is(err, ErrNoTLS) {
+			t.Fatalf("HAProxy %s without TLS: CheckConfig = %v, want %v", b.Version, err, ErrNoTLS)
+		}
+		t.Skipf("%s: HAProxy %s built without TLS support: refused by CheckConfig, not run", bin, b.Version)
+	}
 	dir := t.TempDir()
-	if err := WriteConfig(&cfg, dir, GenOptions{}); err != nil {
+	if err := WriteConfig(&cfg, dir, GenOptions{Version: b.Version}); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command(bin, "-c", "-f", filepath.Join(dir, ConfigFile)).CombinedOutput()

@@ -7,7 +7,10 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/stickyd/stickyd/config"
 )
 
 // Version is an HAProxy release line (major.minor): what the generated
@@ -67,22 +70,79 @@ func (v Version) Check() (Version, error) {
 	return v, nil
 }
 
-// DetectVersion runs `haproxy -v` (the haproxy on PATH). ok is false when
+// Build is an HAProxy binary as `haproxy -vv` describes it: its line,
+// and whether it was built with an SSL library (TLS listeners, client
+// certificates, PROXY v2 with TLS information need one).
+type Build struct {
+	Version Version
+	TLS     bool
+}
+
+// ErrNoTLS is returned when the configuration needs TLS from an HAProxy
+// built without an SSL library.
+var ErrNoTLS = errors.New("HAProxy built without TLS support")
+
+// DetectBuild runs `haproxy -vv` (the haproxy on PATH). ok is false when
 // there is none; an haproxy that runs but prints no version is an error.
-func DetectVersion(ctx context.Context) (v Version, ok bool, err error) {
+func DetectBuild(ctx context.Context) (b Build, ok bool, err error) {
 	bin, err := exec.LookPath("haproxy")
 	if err != nil {
-		return Version{}, false, nil
+		return Build{}, false, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, bin, "-v").Output()
+	out, err := exec.CommandContext(ctx, bin, "-vv").Output()
 	if err != nil {
-		return Version{}, true, fmt.Errorf("%s -v: %w", bin, err)
+		return Build{}, true, fmt.Errorf("%s -vv: %w", bin, err)
 	}
-	v, err = ParseVersion(string(out))
+	b, err = ParseBuild(string(out))
 	if err != nil {
-		return Version{}, true, fmt.Errorf("%s -v: %w", bin, err)
+		return Build{}, true, fmt.Errorf("%s -vv: %w", bin, err)
 	}
-	return v, true, nil
+	return b, true, nil
+}
+
+// ParseBuild reads the output of `haproxy -vv`: the version from its first
+// line, TLS from its feature list (+OPENSSL on every line; 3.x also lists
+// +SSL, and +OPENSSL_WOLFSSL or +OPENSSL_AWSLC for other libraries).
+func ParseBuild(out string) (Build, error) {
+	first, rest, _ := strings.Cut(out, "\n")
+	v, err := ParseVersion(first)
+	if err != nil {
+		return Build{}, err
+	}
+	b := Build{Version: v}
+	for _, line := range strings.Split(rest, "\n") {
+		features, ok := strings.CutPrefix(strings.TrimSpace(line), "Feature list :")
+		if !ok {
+			continue
+		}
+		for _, f := range strings.Fields(features) {
+			if f == "+SSL" || strings.HasPrefix(f, "+OPENSSL") {
+				b.TLS = true
+			}
+		}
+	}
+	return b, nil
+}
+
+// CheckConfig refuses a configuration that needs what this build lacks,
+// naming the setting.
+func (b Build) CheckConfig(cfg *config.Config) error {
+	if b.TLS {
+		return nil
+	}
+	if cfg.HAProxy.TLS.Bind != "" {
+		return fmt.Errorf("haproxy.tls.bind: %w (haproxy -vv lists no SSL library)", ErrNoTLS)
+	}
+	for i, be := range cfg.Backends {
+		key := fmt.Sprintf("backends[%d]", i)
+		switch {
+		case be.TLSBind != "":
+			return fmt.Errorf("%s.tls_bind: %w (haproxy -vv lists no SSL library)", key, ErrNoTLS)
+		case be.ProxyProtocol == config.ProxyV2SSL || be.ProxyProtocol == config.ProxyV2SSLCN:
+			return fmt.Errorf("%s.proxy_protocol %s: %w (haproxy -vv lists no SSL library)", key, be.ProxyProtocol, ErrNoTLS)
+		}
+	}
+	return nil
 }

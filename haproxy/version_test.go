@@ -3,6 +3,7 @@ package haproxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -107,17 +108,10 @@ func TestGenerateForEachVersion(t *testing.T) {
 }
 
 // The haproxy on PATH accepts the configuration written for its own line
-// with no warning (no deprecated keyword left), and DetectVersion reads it.
+// with no warning (no deprecated keyword left), and DetectBuild reads it.
 func TestGeneratedConfigValidOnHAProxyOnPath(t *testing.T) {
 	bin := testenv.RequireBinary(t, "haproxy")
-	v, ok, err := DetectVersion(context.Background())
-	if err != nil || !ok {
-		t.Fatalf("DetectVersion: %v, %v, %v", v, ok, err)
-	}
-	v, err = v.Check()
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := buildOnPath(t).Version
 	cfg := versionCfg(t)
 	dir := t.TempDir()
 	if err := WriteConfig(&cfg, dir, GenOptions{Version: v, LogConnections: true}); err != nil {
@@ -131,4 +125,74 @@ func TestGeneratedConfigValidOnHAProxyOnPath(t *testing.T) {
 		t.Fatalf("%s -c (HAProxy %s) warns:\n%s", bin, v, out)
 	}
 	t.Logf("%s: HAProxy %s configuration valid, no warnings", bin, v)
+}
+
+// buildOnPath is the haproxy on PATH, its line within the supported range:
+// tests that run `haproxy -c` write for it.
+func buildOnPath(t *testing.T) Build {
+	t.Helper()
+	testenv.RequireBinary(t, "haproxy")
+	b, ok, err := DetectBuild(context.Background())
+	if err != nil || !ok {
+		t.Fatalf("DetectBuild: %+v, %v, %v", b, ok, err)
+	}
+	if b.Version, err = b.Version.Check(); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// `haproxy -vv` as printed by builds with and without an SSL library.
+func TestParseBuild(t *testing.T) {
+	for _, tc := range []struct {
+		name, out string
+		want      Build
+	}{
+		{"2.6 Debian", "HAProxy version 2.6.12-1+deb12u4 2025/04/23 - https://haproxy.org/\nStatus: long-term supported branch\nBuild options :\n  TARGET  = linux-glibc\n\nFeature list : +EPOLL -KQUEUE +OPENSSL +LUA\n", Build{Version{2, 6}, true}},
+		{"2.4 without OpenSSL", "HAProxy version 2.4.0-6cbbecf09 2021/05/14 - https://haproxy.org/\nFeature list : +EPOLL -KQUEUE -OPENSSL -LUA +FUTEX\n", Build{Version{2, 4}, false}},
+		{"3.1 wolfSSL", "HAProxy version 3.1.0-f2b97918e 2024/11/26 - https://haproxy.org/\nFeature list : -51DEGREES -OPENSSL +OPENSSL_WOLFSSL +SSL\n", Build{Version{3, 1}, true}},
+		{"3.4 without SSL", "HAProxy version 3.4.0 2026/05/28 - https://haproxy.org/\nFeature list : -OPENSSL -OPENSSL_AWSLC -OPENSSL_WOLFSSL -SSL\n", Build{Version{3, 4}, false}},
+		{"no feature list", "HAProxy version 3.0.11 2025/06/02\n", Build{Version{3, 0}, false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := ParseBuild(tc.out)
+			if err != nil || got != tc.want {
+				t.Fatalf("ParseBuild = %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
+	}
+	if _, err := ParseBuild("haproxy: not a version\n"); err == nil {
+		t.Fatal("ParseBuild accepted output without a version")
+	}
+}
+
+// A configuration that needs TLS is refused for a build without it, naming
+// the setting; one that does not is accepted.
+func TestBuildCheckConfig(t *testing.T) {
+	base := "%sbackends: [{name: mqtt, servers: [{name: n1, address: 127.0.0.1:1883}]%s}, {name: b2, servers: [{name: m1, address: 127.0.0.1:1884}]%s}]\n"
+	const crt = "haproxy: {tls: {crt: /etc/stickyd/server.pem}}\n"
+	for _, tc := range []struct{ name, haproxy, be1, be2, want string }{
+		{"plain", "", "", "", ""},
+		{"haproxy.tls.bind", "haproxy: {tls: {bind: '127.0.0.1:8883', crt: /etc/stickyd/server.pem}}\n", "", "", "haproxy.tls.bind"},
+		{"tls_bind", crt, "", ", tls_bind: '127.0.0.1:8884'", "backends[1].tls_bind"},
+		{"v2-ssl", "", ", proxy_protocol: v2-ssl", "", "backends[0].proxy_protocol v2-ssl"},
+		{"v1", "", ", proxy_protocol: v1", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := parse(t, fmt.Sprintf(base, tc.haproxy, tc.be1, tc.be2))
+			if err := (Build{Version: Version{3, 0}, TLS: true}).CheckConfig(&cfg); err != nil {
+				t.Fatalf("TLS build: %v", err)
+			}
+			err := Build{Version: Version{2, 4}}.CheckConfig(&cfg)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("no TLS needed: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrNoTLS) || !strings.HasPrefix(err.Error(), tc.want+": ") {
+				t.Fatalf("got %v, want %s: %v", err, tc.want, ErrNoTLS)
+			}
+		})
+	}
 }
