@@ -133,6 +133,12 @@ type HAProxy struct {
 	// LocalSize is how many entries that table holds (the oldest are
 	// dropped first).
 	LocalSize int `yaml:"local_size"`
+	// LocalPeer, when set, is the loopback address of HAProxy's local peer:
+	// at a reload (-sf, or a master-worker reload) the old process hands
+	// its tables of answers to the new one over it, so clients keep their
+	// node through a reload even while the agent is down. Empty: a reload
+	// starts with empty tables.
+	LocalPeer string `yaml:"local_peer"`
 	// TLS is the frontend's MQTT-over-TLS listener (see transport.go).
 	TLS TLS `yaml:"tls"`
 	// AcceptProxy: every frontend listener expects a PROXY protocol header

@@ -74,6 +74,9 @@ func TestParseErrorsNameTheKey(t *testing.T) {
 		{"two documents", example + "---\nttl: 1m\n", "more than one YAML document"},
 		{"relative unix spoe_listen", strings.Replace(example, "\nspoe_listen: 127.0.0.1:12345\n", "\nspoe_listen: unix@spoe.sock\n", 1), "spoe_listen"},
 		{"negative local_fresh", strings.Replace(example, "haproxy:\n", "haproxy:\n  local_fresh: -1s\n", 1), "haproxy.local_fresh"},
+		{"local_peer off loopback", strings.Replace(example, "haproxy:\n", "haproxy:\n  local_peer: 0.0.0.0:10011\n", 1), `config: haproxy.local_peer: "0.0.0.0:10011": want a loopback address`},
+		{"local_peer on port 0", strings.Replace(example, "haproxy:\n", "haproxy:\n  local_peer: 127.0.0.1:0\n", 1), `config: haproxy.local_peer: "127.0.0.1:0": want a fixed port`},
+		{"local_peer without port", strings.Replace(example, "haproxy:\n", "haproxy:\n  local_peer: 127.0.0.1\n", 1), `config: haproxy.local_peer: "127.0.0.1": want host:port`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -187,6 +187,9 @@ func (c *Config) validateHAProxy() error {
 	if c.HAProxy.LocalSize < 1 {
 		return &Error{Key: "haproxy.local_size", Err: fmt.Errorf("%d: want at least 1", c.HAProxy.LocalSize)}
 	}
+	if err := checkLocalPeer(c.HAProxy.LocalPeer); err != nil {
+		return &Error{Key: "haproxy.local_peer", Err: err}
+	}
 	if c.HAProxy.Maxconn < 0 {
 		return &Error{Key: "haproxy.maxconn", Err: errors.New("must not be negative")}
 	}
@@ -205,6 +208,26 @@ func (c *Config) validateHAProxy() error {
 		if err != nil || net.ParseIP(host) == nil || perr != nil || n < 1 || n > 65535 {
 			return &Error{Key: key, Err: fmt.Errorf("%q: want the ip:port of a DNS server (e.g. 127.0.0.11:53) or %q", r, ResolvConf)}
 		}
+	}
+	return nil
+}
+
+// checkLocalPeer accepts "" or a loopback host:port with a fixed port: the
+// peers protocol has no authentication, so whatever reaches the port could
+// write HAProxy's tables, and the old process must find the new one at the
+// same address.
+func checkLocalPeer(a string) error {
+	if a == "" {
+		return nil
+	}
+	if err := checkHostPort(a); err != nil {
+		return err
+	}
+	if _, port, _ := net.SplitHostPort(a); port == "0" {
+		return fmt.Errorf("%q: want a fixed port (the old process finds the new one there)", a)
+	}
+	if !IsLoopback(a) {
+		return fmt.Errorf("%q: want a loopback address: the peers protocol has no authentication", a)
 	}
 	return nil
 }

@@ -48,6 +48,29 @@ func (d *genData) TableExpire() string {
 	return strconv.FormatInt(ttl.Milliseconds(), 10) + "ms"
 }
 
+// Names of the local peer and its peers section (haproxy.local_peer).
+const (
+	LocalPeerName = "stickyd_local"
+	PeersName     = "stickyd_peers"
+)
+
+// LocalPeerName is the local peer's name in the generated configuration.
+func (*genData) LocalPeerName() string { return LocalPeerName }
+
+// PeersName names the peers section.
+func (*genData) PeersName() string { return PeersName }
+
+// TablePeers is what a table of answers (or of fallback choices) adds to
+// its stick-table line: the peers section that hands it to the next
+// process at a reload. The table of connected clients has none: conn_cur
+// is never learned from peers.
+func (d *genData) TablePeers() string {
+	if d.Cfg.HAProxy.LocalPeer == "" {
+		return ""
+	}
+	return " peers " + PeersName
+}
+
 // TableSize is the number of entries each backend's table holds.
 func (d *genData) TableSize() int { return d.Cfg.HAProxy.LocalSize }
 

@@ -49,6 +49,16 @@ func TestLocalTableRules(t *testing.T) {
 			"set-var(sess.stickyd.local) str(n1) if !{ var(sess.stickyd.local) -m found } !{ var(sess.stickyd.server) -m found } { var(sess.stickyd.tsid) -m int eq 1 } { srv_is_up(mqtt/n1) }",
 		}, []string{"table_idle"}},
 		{"no expiry", "ttl: 0s\n", []string{"expire 2073600000ms"}, nil},
+		{"no local peer", "", nil, []string{"peers", "localpeer"}},
+		{"local peer", "haproxy:\n  local_peer: 127.0.0.1:10011\n  stats_socket: /run/stickyd-haproxy.sock\n", []string{
+			"\n    localpeer stickyd_local\n",
+			"\npeers stickyd_peers\n    peer stickyd_local 127.0.0.1:10011\n",
+			// The table of answers and the fallback's choices; not the
+			// connected clients' (conn_cur is never learned from peers).
+			"stick-table type string len 32 size 1000000 expire 1800000ms peers stickyd_peers\n    stick store-request var(sess.stickyd.hkey) if { var(sess.stickyd.server) -m found }",
+			"stick-table type string len 32 size 1000000 expire 1800000ms peers stickyd_peers\n    stick store-request var(sess.stickyd.hkey) if { var(sess.stickyd.hkey) -m found }",
+			"expire 10s store conn_cur\n",
+		}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

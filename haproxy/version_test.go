@@ -113,6 +113,10 @@ func TestGeneratedConfigValidOnHAProxyOnPath(t *testing.T) {
 	bin := testenv.RequireBinary(t, "haproxy")
 	v := buildOnPath(t).Version
 	cfg := versionCfg(t)
+	// Every optional section too: the Runtime API (table of connected
+	// clients) and the local peer.
+	cfg.HAProxy.StatsSocket = filepath.Join(t.TempDir(), "admin.sock")
+	cfg.HAProxy.LocalPeer = testenv.FreeAddr(t)
 	dir := t.TempDir()
 	if err := WriteConfig(&cfg, dir, GenOptions{Version: v, LogConnections: true}); err != nil {
 		t.Fatal(err)
