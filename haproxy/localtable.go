@@ -32,7 +32,7 @@ func (*genData) LocalTable() bool { return true }
 // FreshMS is the freshness window in milliseconds; 0 means no fast path,
 // as on HAProxy before 2.6, which has no table_idle (version.go).
 func (d *genData) FreshMS() int64 {
-	if !d.Opts.Version.AtLeast(tableIdle) {
+	if !d.Opts.Version.FastPath() {
 		return 0
 	}
 	return d.Cfg.LocalFreshWindow().Milliseconds()

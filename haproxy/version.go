@@ -34,6 +34,10 @@ var (
 	tableIdle = Version{2, 6}
 )
 
+// FastPath reports whether the line has the fast path of the table of
+// answers (haproxy.local_fresh): it needs table_idle.
+func (v Version) FastPath() bool { return v.AtLeast(tableIdle) }
+
 // ErrUnsupportedVersion is returned for a line older than MinVersion.
 var ErrUnsupportedVersion = errors.New("unsupported HAProxy version")
 

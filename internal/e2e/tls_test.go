@@ -315,7 +315,8 @@ func cnNodes(t *testing.T, brokers []*testenv.ProxyBroker, cn string) map[string
 
 // `stickyd check-config` and `haproxy-config` name what is wrong with the
 // TLS set-up before HAProxy reads it: a missing certificate, a key that is
-// not the certificate's, cert_cn without client certificates.
+// not the certificate's, cert_cn without client certificates. (For a fixed
+// line: the haproxy on PATH may be a build without TLS.)
 func TestCheckConfigNamesTLSProblems(t *testing.T) {
 	pki := testenv.NewPKI(t)
 	good := pki.Server(t)
@@ -350,7 +351,7 @@ func TestCheckConfigNamesTLSProblems(t *testing.T) {
 			if err := os.WriteFile(cfg, []byte(y), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			for _, args := range [][]string{{"check-config", "--config", cfg}, {"haproxy-config", "--config", cfg, "--out", t.TempDir()}} {
+			for _, args := range [][]string{{"check-config", "--config", cfg}, {"haproxy-config", "--config", cfg, "--out", t.TempDir(), "--haproxy-version", "2.6"}} {
 				out, err := exec.Command(bin, args...).CombinedOutput()
 				if tc.want == "" {
 					if err != nil {
