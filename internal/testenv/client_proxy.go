@@ -45,10 +45,5 @@ func ConnectBehindProxy(addr, clientID string, src, dst *net.TCPAddr) error {
 // FreeAddr6 is FreeAddr on the IPv6 loopback: "[::1]:port".
 func FreeAddr6(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "[::1]:0")
-	if err != nil {
-		t.Fatalf("free IPv6 port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return freeAddr(t, "[::1]:0")
 }

@@ -45,12 +45,36 @@ func RequireBinary(t testing.TB, name string) string {
 // callers that can take a listener directly should.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
+	return freeAddr(t, "127.0.0.1:0")
+}
+
+// handedOut holds the ports FreeAddr and FreeAddr6 returned in this test
+// process: the kernel may give a closed listener's port to the next :0
+// listener, so two calls in a row could return the same port (seen: a
+// stack whose SPOE and API addresses were one port).
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+func freeAddr(t testing.TB, listen string) string {
+	t.Helper()
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", listen)
+		if err != nil {
+			t.Fatalf("free port on %s: %v", listen, err)
+		}
+		addr := l.Addr().(*net.TCPAddr)
+		l.Close()
+		if !handedOut.ports[addr.Port] {
+			handedOut.ports[addr.Port] = true
+			return addr.String()
+		}
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatalf("no port on %s not handed out already", listen)
+	return ""
 }
 
 // FreePort is FreeAddr's port number.

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"errors"
+	"net"
 	"testing"
 )
 
@@ -22,5 +23,19 @@ func TestStartOnFreePortsRetriesALostPort(t *testing.T) {
 	})
 	if attempts != 2 || len(ports) != 2 || p.Alive() != nil {
 		t.Fatalf("attempts %d, ports %v, alive %v", attempts, ports, p.Alive())
+	}
+}
+
+// FreeAddr never hands out a port twice in one test process, although the
+// kernel may give a closed listener's port to the next :0 listener.
+func TestFreeAddrDistinct(t *testing.T) {
+	seen := map[string]bool{}
+	for range 300 {
+		a := FreeAddr(t)
+		_, port, _ := net.SplitHostPort(a)
+		if seen[port] {
+			t.Fatalf("port %s handed out twice", port)
+		}
+		seen[port] = true
 	}
 }
