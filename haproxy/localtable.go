@@ -2,6 +2,8 @@ package haproxy
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
@@ -48,14 +50,27 @@ func (d *genData) TableExpire() string {
 	return strconv.FormatInt(ttl.Milliseconds(), 10) + "ms"
 }
 
-// Names of the local peer and its peers section (haproxy.local_peer).
-const (
-	LocalPeerName = "stickyd_local"
-	PeersName     = "stickyd_peers"
-)
+// PeersName names the peers section of haproxy.local_peer.
+const PeersName = "stickyd_peers"
 
-// LocalPeerName is the local peer's name in the generated configuration.
-func (*genData) LocalPeerName() string { return LocalPeerName }
+// LocalPeerName is the local peer's name: "stickyd_" and a fingerprint of
+// what an entry means, the table key function and each backend's servers
+// in order (an entry holds its server's position as server_id). A reload
+// whose configuration changes them changes the name; HAProxy then refuses
+// the old process's hand-over (the peer name in its hello no longer
+// matches), so the new process starts with empty tables rather than
+// entries that name the wrong servers.
+func (d *genData) LocalPeerName() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n", tablekey.Scheme)
+	for _, b := range d.Backends {
+		fmt.Fprintf(h, "backend %q\n", b.Name)
+		for _, srv := range b.Servers {
+			fmt.Fprintf(h, "server %q\n", srv.Name)
+		}
+	}
+	return "stickyd_" + hex.EncodeToString(h.Sum(nil)[:6])
+}
 
 // PeersName names the peers section.
 func (*genData) PeersName() string { return PeersName }

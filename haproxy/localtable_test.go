@@ -51,8 +51,8 @@ func TestLocalTableRules(t *testing.T) {
 		{"no expiry", "ttl: 0s\n", []string{"expire 2073600000ms"}, nil},
 		{"no local peer", "", nil, []string{"peers", "localpeer"}},
 		{"local peer", "haproxy:\n  local_peer: 127.0.0.1:10011\n  stats_socket: /run/stickyd-haproxy.sock\n", []string{
-			"\n    localpeer stickyd_local\n",
-			"\npeers stickyd_peers\n    peer stickyd_local 127.0.0.1:10011\n",
+			"\n    localpeer stickyd_942fee53cd38\n",
+			"\npeers stickyd_peers\n    peer stickyd_942fee53cd38 127.0.0.1:10011\n",
 			// The table of answers and the fallback's choices; not the
 			// connected clients' (conn_cur is never learned from peers).
 			"stick-table type string len 32 size 1000000 expire 1800000ms peers stickyd_peers\n    stick store-request var(sess.stickyd.hkey) if { var(sess.stickyd.server) -m found }",
@@ -76,6 +76,43 @@ func TestLocalTableRules(t *testing.T) {
 				if strings.Contains(string(main), w) {
 					t.Errorf("unexpected %q", w)
 				}
+			}
+		})
+	}
+}
+
+// The local peer's name changes with what an entry means (the servers in
+// order, hence their ids; the backends), not with what does not (weights,
+// addresses, the peer's own address): HAProxy hands the tables over only
+// between processes whose local peer names match.
+func TestLocalPeerNameFollowsServerIDs(t *testing.T) {
+	name := func(y string) string {
+		t.Helper()
+		cfg, err := config.Parse(strings.NewReader(y), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return (&genData{Cfg: &cfg, Backends: cfg.Backends}).LocalPeerName()
+	}
+	const base = "backends: [{name: mqtt, servers: [{name: n1, address: '127.0.0.1:1884'}, {name: n2, address: '127.0.0.1:1885'}]}]\n"
+	want := name(base)
+	if !strings.HasPrefix(want, "stickyd_") || len(want) != len("stickyd_")+12 {
+		t.Fatalf("name %q", want)
+	}
+	for _, tc := range []struct {
+		name, yaml string
+		same       bool
+	}{
+		{"same", base, true},
+		{"weights and addresses", "backends: [{name: mqtt, servers: [{name: n1, address: '10.0.0.1:1883', weight: 3}, {name: n2, address: '10.0.0.2:1883'}]}]\nhaproxy: {local_peer: '127.0.0.1:10012'}\n", true},
+		{"servers reordered", "backends: [{name: mqtt, servers: [{name: n2, address: '127.0.0.1:1885'}, {name: n1, address: '127.0.0.1:1884'}]}]\n", false},
+		{"server removed", "backends: [{name: mqtt, servers: [{name: n2, address: '127.0.0.1:1885'}]}]\n", false},
+		{"server added", "backends: [{name: mqtt, servers: [{name: n1, address: '127.0.0.1:1884'}, {name: n2, address: '127.0.0.1:1885'}, {name: n3, address: '127.0.0.1:1886'}]}]\n", false},
+		{"backend renamed", "backends: [{name: mqtt2, servers: [{name: n1, address: '127.0.0.1:1884'}, {name: n2, address: '127.0.0.1:1885'}]}]\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := name(tc.yaml); (got == want) != tc.same {
+				t.Fatalf("%s vs %s: same = %v, want %v", got, want, got == want, tc.same)
 			}
 		})
 	}

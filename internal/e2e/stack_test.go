@@ -126,20 +126,27 @@ backends:
 	if out, err := exec.Command(bin, "check-config", "--config", s.cfgPath).CombinedOutput(); err != nil {
 		t.Fatalf("check-config: %v\n%s", err, out)
 	}
-	gen := []string{"haproxy-config", "--config", s.cfgPath, "--out", filepath.Join(s.dir, "haproxy")}
-	if !o.quiet {
-		gen = append(gen, "--log-connections")
-	}
-	if out, err := exec.Command(bin, gen...).CombinedOutput(); err != nil {
-		t.Fatalf("haproxy-config: %v\n%s", err, out)
-	}
 	s.quiet = o.quiet
+	s.writeHAProxyConfig()
 	// The agent starts first: with spop-check, HAProxy marks a missing
 	// agent down and skips it until the check passes.
 	s.startStickyd()
 	s.haproxy = testenv.StartHAProxy(t, filepath.Join(s.dir, "haproxy"), s.feAddr)
 	s.waitAgentUsed()
 	return s
+}
+
+// writeHAProxyConfig runs `stickyd haproxy-config` on the stack's
+// configuration file (again, after a test changed it; reload applies it).
+func (s *stack) writeHAProxyConfig() {
+	s.t.Helper()
+	gen := []string{"haproxy-config", "--config", s.cfgPath, "--out", filepath.Join(s.dir, "haproxy")}
+	if !s.quiet {
+		gen = append(gen, "--log-connections")
+	}
+	if out, err := exec.Command(testenv.StickydBinary(s.t), gen...).CombinedOutput(); err != nil {
+		s.t.Fatalf("haproxy-config: %v\n%s", err, out)
+	}
 }
 
 func (s *stack) startStickyd() {

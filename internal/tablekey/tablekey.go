@@ -17,6 +17,9 @@ import (
 	"strings"
 )
 
+// Scheme names the key function, for anything that must change with it.
+const Scheme = "sha1,bytes(0,16),hex"
+
 // Size is the key's length in bytes.
 const Size = 16
 
