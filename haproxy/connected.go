@@ -33,15 +33,12 @@ func (*genData) ConnectedSuffix() string { return ConnectedSuffix }
 // ConnectedExpire is the table's expire.
 func (*genData) ConnectedExpire() string { return connectedExpire }
 
-// TableKeyBytes is TableKey as bytes.
-type TableKeyBytes = tablekey.Key
-
 // ConnectedKeys streams the table keys of a backend's clients connected
 // through this HAProxy (`show table <backend>_connected data.conn_cur gt 0`)
 // to fn, at most batch keys per call, while HAProxy writes the dump: the
 // answer is never held whole. The keys slice is reused between calls.
 // ctx bounds the whole dump (the RuntimeAPI timeout bounds the dial).
-func (r *RuntimeAPI) ConnectedKeys(ctx context.Context, backend string, batch int, fn func(keys []TableKeyBytes) error) error {
+func (r *RuntimeAPI) ConnectedKeys(ctx context.Context, backend string, batch int, fn func(keys []tablekey.Key) error) error {
 	d := net.Dialer{Timeout: r.timeout}
 	c, err := d.DialContext(ctx, r.network, r.addr)
 	if err != nil {
@@ -61,8 +58,8 @@ func (r *RuntimeAPI) ConnectedKeys(ctx context.Context, backend string, batch in
 }
 
 // scanConnected parses a `show table` dump of string keys of 32 hex digits.
-func scanConnected(rd *bufio.Reader, batch int, fn func([]TableKeyBytes) error) error {
-	keys := make([]TableKeyBytes, 0, batch)
+func scanConnected(rd *bufio.Reader, batch int, fn func([]tablekey.Key) error) error {
+	keys := make([]tablekey.Key, 0, batch)
 	header := false
 	for {
 		line, err := rd.ReadSlice('\n')
@@ -108,10 +105,10 @@ func scanConnected(rd *bufio.Reader, batch int, fn func([]TableKeyBytes) error) 
 }
 
 // parseKeyLine reads "0x...: key=<32 hex> use=1 exp=... conn_cur=1".
-func parseKeyLine(s string) (TableKeyBytes, bool) {
+func parseKeyLine(s string) (tablekey.Key, bool) {
 	i := strings.Index(s, " key=")
 	if i < 0 {
-		return TableKeyBytes{}, false
+		return tablekey.Key{}, false
 	}
 	v := s[i+5:]
 	if j := strings.IndexByte(v, ' '); j >= 0 {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stickyd/stickyd/internal/tablekey"
 	"github.com/stickyd/stickyd/internal/testenv"
 )
 
@@ -52,7 +53,7 @@ func TestScanConnected(t *testing.T) {
 		"0x55a7ae0fddaa: key=short use=1 exp=0 conn_cur=1\n" +
 		"0x55a7ae0fddab: key=" + k3 + " use=1 exp=0 conn_cur=1\n\n"
 	var got [][]string
-	err := scanConnected(bufio.NewReader(strings.NewReader(dump)), 2, func(keys []TableKeyBytes) error {
+	err := scanConnected(bufio.NewReader(strings.NewReader(dump)), 2, func(keys []tablekey.Key) error {
 		var b []string
 		for _, k := range keys {
 			b = append(b, strings.ToUpper(hex.EncodeToString(k[:])))
@@ -67,7 +68,7 @@ func TestScanConnected(t *testing.T) {
 		t.Errorf("batches %v, want %v", got, want)
 	}
 	for _, bad := range []string{"Unknown table mqtt_connected\n", "", "No such table\n\n"} {
-		err := scanConnected(bufio.NewReader(strings.NewReader(bad)), 2, func([]TableKeyBytes) error { return nil })
+		err := scanConnected(bufio.NewReader(strings.NewReader(bad)), 2, func([]tablekey.Key) error { return nil })
 		if err == nil {
 			t.Errorf("%q: no error", bad)
 		}
@@ -79,7 +80,7 @@ func FuzzScanConnected(f *testing.F) {
 	f.Add("Unknown table\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		n := 0
-		_ = scanConnected(bufio.NewReaderSize(strings.NewReader(s), 16), 3, func(keys []TableKeyBytes) error {
+		_ = scanConnected(bufio.NewReaderSize(strings.NewReader(s), 16), 3, func(keys []tablekey.Key) error {
 			if len(keys) == 0 || len(keys) > 3 {
 				t.Fatalf("batch of %d", len(keys))
 			}
@@ -147,7 +148,7 @@ backend mqtt%s
 	}
 	list := func() []string {
 		var out []string
-		err := rt.ConnectedKeys(context.Background(), "mqtt", 10, func(keys []TableKeyBytes) error {
+		err := rt.ConnectedKeys(context.Background(), "mqtt", 10, func(keys []tablekey.Key) error {
 			for _, k := range keys {
 				out = append(out, strings.ToUpper(hex.EncodeToString(k[:])))
 			}
@@ -183,7 +184,7 @@ backend mqtt%s
 		}
 		return nil
 	})
-	if err := rt.ConnectedKeys(context.Background(), "nosuch", 10, func([]TableKeyBytes) error { return nil }); err == nil {
+	if err := rt.ConnectedKeys(context.Background(), "nosuch", 10, func([]tablekey.Key) error { return nil }); err == nil {
 		t.Error("unknown table: no error")
 	}
 }

@@ -48,6 +48,9 @@ func (v Version) AtLeast(o Version) bool {
 	return v.Major > o.Major || v.Major == o.Major && v.Minor >= o.Minor
 }
 
+// releaseRE reads the release from `haproxy -v`'s first line.
+var releaseRE = regexp.MustCompile(`HA-?Proxy version (\S+)`)
+
 var versionRE = regexp.MustCompile(`(?:^|\s|v)(\d+)\.(\d+)(?:[.\-+~\w]*)?`)
 
 // ParseVersion reads "3.0", "2.6.12", "3.0.11-1+deb13u4" or the first line
@@ -79,6 +82,9 @@ func (v Version) Check() (Version, error) {
 // certificates, PROXY v2 with TLS information need one).
 type Build struct {
 	Version Version
+	// Release is the full version as printed ("2.6.12-1+deb12u4"), for
+	// what depends on one release's upstream bug.
+	Release string
 	TLS     bool
 }
 
@@ -116,6 +122,9 @@ func ParseBuild(out string) (Build, error) {
 		return Build{}, err
 	}
 	b := Build{Version: v}
+	if m := releaseRE.FindStringSubmatch(first); m != nil {
+		b.Release = m[1]
+	}
 	for _, line := range strings.Split(rest, "\n") {
 		features, ok := strings.CutPrefix(strings.TrimSpace(line), "Feature list :")
 		if !ok {
@@ -136,17 +145,24 @@ func (b Build) CheckConfig(cfg *config.Config) error {
 	if b.TLS {
 		return nil
 	}
-	if cfg.HAProxy.TLS.Bind != "" {
-		return fmt.Errorf("haproxy.tls.bind: %w (haproxy -vv lists no SSL library)", ErrNoTLS)
-	}
-	for i, be := range cfg.Backends {
-		key := fmt.Sprintf("backends[%d]", i)
-		switch {
-		case be.TLSBind != "":
-			return fmt.Errorf("%s.tls_bind: %w (haproxy -vv lists no SSL library)", key, ErrNoTLS)
-		case be.ProxyProtocol == config.ProxyV2SSL || be.ProxyProtocol == config.ProxyV2SSLCN:
-			return fmt.Errorf("%s.proxy_protocol %s: %w (haproxy -vv lists no SSL library)", key, be.ProxyProtocol, ErrNoTLS)
-		}
+	if s := needsTLS(cfg); s != "" {
+		return fmt.Errorf("%s: %w (haproxy -vv lists no SSL library)", s, ErrNoTLS)
 	}
 	return nil
+}
+
+// needsTLS names the first setting that needs HAProxy to speak TLS, or "".
+func needsTLS(cfg *config.Config) string {
+	if cfg.HAProxy.TLS.Bind != "" {
+		return "haproxy.tls.bind"
+	}
+	for i, be := range cfg.Backends {
+		switch {
+		case be.TLSBind != "":
+			return fmt.Sprintf("backends[%d].tls_bind", i)
+		case be.ProxyProtocol == config.ProxyV2SSL || be.ProxyProtocol == config.ProxyV2SSLCN:
+			return fmt.Sprintf("backends[%d].proxy_protocol %s", i, be.ProxyProtocol)
+		}
+	}
+	return ""
 }

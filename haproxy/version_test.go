@@ -152,11 +152,11 @@ func TestParseBuild(t *testing.T) {
 		name, out string
 		want      Build
 	}{
-		{"2.6 Debian", "HAProxy version 2.6.12-1+deb12u4 2025/04/23 - https://haproxy.org/\nStatus: long-term supported branch\nBuild options :\n  TARGET  = linux-glibc\n\nFeature list : +EPOLL -KQUEUE +OPENSSL +LUA\n", Build{Version{2, 6}, true}},
-		{"2.4 without OpenSSL", "HAProxy version 2.4.0-6cbbecf09 2021/05/14 - https://haproxy.org/\nFeature list : +EPOLL -KQUEUE -OPENSSL -LUA +FUTEX\n", Build{Version{2, 4}, false}},
-		{"3.1 wolfSSL", "HAProxy version 3.1.0-f2b97918e 2024/11/26 - https://haproxy.org/\nFeature list : -51DEGREES -OPENSSL +OPENSSL_WOLFSSL +SSL\n", Build{Version{3, 1}, true}},
-		{"3.4 without SSL", "HAProxy version 3.4.0 2026/05/28 - https://haproxy.org/\nFeature list : -OPENSSL -OPENSSL_AWSLC -OPENSSL_WOLFSSL -SSL\n", Build{Version{3, 4}, false}},
-		{"no feature list", "HAProxy version 3.0.11 2025/06/02\n", Build{Version{3, 0}, false}},
+		{"2.6 Debian", "HAProxy version 2.6.12-1+deb12u4 2025/04/23 - https://haproxy.org/\nStatus: long-term supported branch\nBuild options :\n  TARGET  = linux-glibc\n\nFeature list : +EPOLL -KQUEUE +OPENSSL +LUA\n", Build{Version{2, 6}, "2.6.12-1+deb12u4", true}},
+		{"2.4 without OpenSSL", "HAProxy version 2.4.0-6cbbecf09 2021/05/14 - https://haproxy.org/\nFeature list : +EPOLL -KQUEUE -OPENSSL -LUA +FUTEX\n", Build{Version{2, 4}, "2.4.0-6cbbecf09", false}},
+		{"3.1 wolfSSL", "HAProxy version 3.1.0-f2b97918e 2024/11/26 - https://haproxy.org/\nFeature list : -51DEGREES -OPENSSL +OPENSSL_WOLFSSL +SSL\n", Build{Version{3, 1}, "3.1.0-f2b97918e", true}},
+		{"3.4 without SSL", "HAProxy version 3.4.0 2026/05/28 - https://haproxy.org/\nFeature list : -OPENSSL -OPENSSL_AWSLC -OPENSSL_WOLFSSL -SSL\n", Build{Version{3, 4}, "3.4.0", false}},
+		{"no feature list", "HAProxy version 3.0.11 2025/06/02\n", Build{Version{3, 0}, "3.0.11", false}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := ParseBuild(tc.out)

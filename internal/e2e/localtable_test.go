@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"maps"
 	"net/http"
@@ -191,10 +190,7 @@ func TestBindingChangesClearEveryHAProxyTable(t *testing.T) {
 // HAProxy 2.4 has no fast path (no table_idle): there every connect asks
 // the agent.
 func TestFastPathKeepsRedisBindings(t *testing.T) {
-	build, _, err := haproxy.DetectBuild(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	build := haproxyBuild(t)
 	r := testenv.StartRedis(t)
 	t.Setenv("STICKYD_TTL", "4s") // read by haproxy-config and serve alike
 	s := newStack(t, stackOpts{redisURL: r.URL, extra: "  local_fresh: 1m\n"})

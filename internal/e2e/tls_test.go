@@ -16,19 +16,25 @@ import (
 	"github.com/stickyd/stickyd/internal/testenv"
 )
 
-// requireHAProxyTLS skips a test that needs HAProxy to terminate TLS when
-// the haproxy on PATH was built without an SSL library (an upstream build
-// run by hand: Debian's, which make test runs, always has one).
-// haproxy-config refuses such a configuration by name for that build.
-func requireHAProxyTLS(t *testing.T) {
+// haproxyBuild is the haproxy on PATH as `haproxy -vv` describes it.
+func haproxyBuild(t *testing.T) haproxy.Build {
 	t.Helper()
 	testenv.RequireBinary(t, "haproxy")
 	b, _, err := haproxy.DetectBuild(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !b.TLS {
-		t.Skipf("HAProxy %s on PATH was built without TLS support", b.Version)
+	return b
+}
+
+// requireHAProxyTLS skips a test that needs HAProxy to terminate TLS when
+// the haproxy on PATH was built without an SSL library (an upstream build
+// run by hand: Debian's, which make test runs, always has one).
+// haproxy-config refuses such a configuration by name for that build.
+func requireHAProxyTLS(t *testing.T) {
+	t.Helper()
+	if b := haproxyBuild(t); !b.TLS {
+		t.Skipf("HAProxy %s on PATH was built without TLS support", b.Release)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"testing"
 	"time"
 )
@@ -29,22 +28,3 @@ func StartHAProxy(t testing.TB, cfgDir, waitAddr string) *HAProxy {
 	WaitTCP(t, waitAddr, 10*time.Second)
 	return h
 }
-
-// HAProxyRelease is the release of the haproxy on PATH as `haproxy -v`
-// prints it ("2.6.12-1+deb12u4", "2.4.0-6cbbecf09"), for tests that must
-// allow for a known upstream bug of one release.
-func HAProxyRelease(t testing.TB) string {
-	t.Helper()
-	bin := RequireBinary(t, "haproxy")
-	out, err := exec.Command(bin, "-v").Output()
-	if err != nil {
-		t.Fatalf("%s -v: %v", bin, err)
-	}
-	m := haproxyReleaseRE.FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("%s -v printed no version: %q", bin, out)
-	}
-	return string(m[1])
-}
-
-var haproxyReleaseRE = regexp.MustCompile(`HA-?Proxy version (\S+)`)

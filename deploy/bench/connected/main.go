@@ -30,6 +30,7 @@ import (
 	"github.com/stickyd/stickyd/agent"
 	"github.com/stickyd/stickyd/config"
 	"github.com/stickyd/stickyd/haproxy"
+	"github.com/stickyd/stickyd/internal/tablekey"
 	"github.com/stickyd/stickyd/store"
 	"github.com/stickyd/stickyd/store/redis"
 )
@@ -141,7 +142,7 @@ func run(n int) error {
 	// The dump alone.
 	t0, c0 := time.Now(), cpu()
 	keys := 0
-	if err := rt.ConnectedKeys(ctx, "mqtt", 512, func(k []haproxy.TableKeyBytes) error { keys += len(k); return nil }); err != nil {
+	if err := rt.ConnectedKeys(ctx, "mqtt", 512, func(k []tablekey.Key) error { keys += len(k); return nil }); err != nil {
 		return err
 	}
 	fmt.Printf("show table (%d keys): %v wall, %v agent CPU\n", keys, time.Since(t0).Round(time.Millisecond), (cpu() - c0).Round(time.Millisecond))
